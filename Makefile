@@ -1,0 +1,50 @@
+# products-service — the targets a newcomer needs (as the Go original had).
+#   make run          local stack + the service in the foreground
+#   make test         local stack + every test
+#   make lint         rustfmt check + clippy -D warnings
+#   make stack-up / stack-down / stack-status
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt bench
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+prereqs: ## install missing system packages (apt, as root) and check Java/Maven/Go/Rust
+	scripts/install-prereqs.sh
+
+stack-up: prereqs ## start Kafka, FerretDB, Redis, Prometheus, Jaeger on 127.0.0.1 (idempotent)
+	scripts/stack.sh up
+
+stack-down: ## stop what stack-up started
+	scripts/stack.sh down
+
+stack-status: ## show which stack components run
+	scripts/stack.sh status
+
+build: ## debug build of the whole workspace
+	$(CARGO) build --workspace --locked
+
+run: stack-up ## stack + the service in the foreground (Ctrl-C stops the service)
+	$(CARGO) build --locked --bin products-service
+	OTEL_EXPORTER_OTLP_ENDPOINT=$${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4317} \
+		$(CARGO) run --locked --quiet --bin products-service
+
+test: stack-up ## stack + every test (unit, integration, end-to-end)
+	$(CARGO) test --workspace --all-targets --locked
+
+test-unit: ## tests that need no running stack
+	$(CARGO) test --workspace --lib --bins --locked
+
+lint: ## formatting and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+bench: ## reserved for the benchmark issue
+	@echo "make bench: not implemented yet (see the benchmarks issue)" >&2; exit 1

@@ -1,0 +1,25 @@
+//! Generates the gRPC server/client code and the encoded descriptor set that
+//! server reflection serves, from the public contract in `proto/`.
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "../../proto/products.proto";
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("products_descriptor.bin"))
+        .compile_protos(&[proto], &["../../proto"])?;
+    println!("cargo:rerun-if-changed={proto}");
+
+    // Build info for the `build_info` metric; "unknown" outside a git checkout.
+    let git_sha = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|sha| sha.trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=PRODUCTS_GIT_SHA={git_sha}");
+    println!("cargo:rerun-if-env-changed=PRODUCTS_GIT_SHA");
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Adapters: implementations of the app layer's ports on real infrastructure.
+//!
+//! - [`mongo`]: `ProductRepository` on MongoDB (or a wire-compatible server).
+//! - [`redis_cache`]: `ProductCache` on Redis, degrading to "miss" when down.
+//! - [`object_id`]: `IdGenerator` producing MongoDB ObjectIds.
+
+pub mod mongo;
+pub mod object_id;
+pub mod redis_cache;

@@ -1,0 +1,323 @@
+//! MongoDB repository (official async driver).
+//!
+//! Works against real MongoDB 7 and FerretDB alike, so it sticks to what both
+//! support: CRUD by `_id`, `$regex` with the `i` option, count, sort/skip/limit
+//! and plain indexes (no text index, no transactions). Search text is escaped
+//! so it is always matched literally.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::{
+    bson::{doc, oid::ObjectId, Document},
+    error::{ErrorKind, WriteFailure},
+    options::{ClientOptions, IndexOptions, ReturnDocument},
+    Client, Collection, Database, IndexModel,
+};
+use products_core::{
+    app::{InsertOutcome, PortError, ProductRepository},
+    domain::{
+        CategoryId, Description, HttpUrl, Price, Product, ProductDraft, ProductId, ProductName,
+        Quantity, Rating, SearchPage, SearchQuery,
+    },
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::MongoSettings;
+
+/// How a product is stored (field names as the Go original stored them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProductDocument {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    category_id: ObjectId,
+    name: String,
+    description: String,
+    price: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_url: Option<String>,
+    #[serde(default)]
+    photos: Vec<String>,
+    quantity: i64,
+    rating: i64,
+    created_at: mongodb::bson::DateTime,
+    updated_at: mongodb::bson::DateTime,
+}
+
+#[derive(Clone)]
+pub struct MongoProductRepository {
+    database: Database,
+    products: Collection<ProductDocument>,
+}
+
+impl MongoProductRepository {
+    /// Creates the client; it connects lazily, so the service starts (and
+    /// reports not-ready) while the database is down.
+    pub async fn connect(settings: &MongoSettings) -> Result<Self, mongodb::error::Error> {
+        let mut options = ClientOptions::parse(&settings.uri).await?;
+        options.app_name = Some("products-service".to_owned());
+        options.server_selection_timeout =
+            Some(Duration::from_millis(settings.server_selection_timeout_ms));
+        options.connect_timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
+        let client = Client::with_options(options)?;
+        let database = client.database(&settings.database);
+        let products = database.collection(&settings.collection);
+        Ok(Self { database, products })
+    }
+
+    /// Creates the indexes search and listing rely on; idempotent (creating an
+    /// existing index with the same spec is a no-op on both servers).
+    #[tracing::instrument(skip(self), err)]
+    pub async fn ensure_indexes(&self) -> Result<(), PortError> {
+        let index = |keys: Document, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_owned()).build())
+                .build()
+        };
+        self.products
+            .create_indexes([
+                index(doc! { "categoryId": 1 }, "categoryId_1"),
+                index(doc! { "name": 1, "_id": 1 }, "name_1__id_1"),
+            ])
+            .await
+            .map_err(port_error)?;
+        Ok(())
+    }
+
+    pub async fn drop_database(&self) -> Result<(), PortError> {
+        self.database.drop().await.map_err(port_error)
+    }
+}
+
+#[async_trait]
+impl ProductRepository for MongoProductRepository {
+    #[tracing::instrument(name = "mongo.insert", skip_all, fields(db.system = "mongodb", db.operation = "insert", product_id = %product.id), err)]
+    async fn insert(&self, product: &Product) -> Result<InsertOutcome, PortError> {
+        let started = Instant::now();
+        let result = self.products.insert_one(to_document(product)).await;
+        observe("insert", started);
+        match result {
+            Ok(_) => Ok(InsertOutcome::Inserted),
+            Err(err) if is_duplicate_key(&err) => Ok(InsertOutcome::AlreadyExists),
+            Err(err) => Err(port_error(err)),
+        }
+    }
+
+    #[tracing::instrument(name = "mongo.update", skip_all, fields(db.system = "mongodb", db.operation = "findAndModify", product_id = %id), err)]
+    async fn update(
+        &self,
+        id: &ProductId,
+        draft: &ProductDraft,
+        updated_at: DateTime<Utc>,
+    ) -> Result<Option<Product>, PortError> {
+        let started = Instant::now();
+        let mut set = doc! {
+            "categoryId": ObjectId::from_bytes(draft.category_id.to_bytes()),
+            "name": draft.name.as_str(),
+            "description": draft.description.as_str(),
+            "price": draft.price.value(),
+            "photos": draft.photos.iter().map(HttpUrl::as_str).collect::<Vec<_>>(),
+            "quantity": draft.quantity.value(),
+            "rating": draft.rating.value(),
+            "updatedAt": mongodb::bson::DateTime::from_millis(updated_at.timestamp_millis()),
+        };
+        let update = match &draft.image_url {
+            Some(url) => {
+                set.insert("imageUrl", url.as_str());
+                doc! { "$set": set }
+            }
+            None => doc! { "$set": set, "$unset": { "imageUrl": "" } },
+        };
+        let result = self
+            .products
+            .find_one_and_update(doc! { "_id": object_id(id) }, update)
+            .return_document(ReturnDocument::After)
+            .upsert(false)
+            .await;
+        observe("update", started);
+        result.map_err(port_error)?.map(from_document).transpose()
+    }
+
+    #[tracing::instrument(name = "mongo.find_by_id", skip_all, fields(db.system = "mongodb", db.operation = "find", product_id = %id), err)]
+    async fn find_by_id(&self, id: &ProductId) -> Result<Option<Product>, PortError> {
+        let started = Instant::now();
+        let result = self.products.find_one(doc! { "_id": object_id(id) }).await;
+        observe("find_by_id", started);
+        result.map_err(port_error)?.map(from_document).transpose()
+    }
+
+    #[tracing::instrument(name = "mongo.search", skip_all, fields(db.system = "mongodb", db.operation = "find", page = query.page, size = query.size), err)]
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, PortError> {
+        let started = Instant::now();
+        let filter = if query.text.is_empty() {
+            doc! {}
+        } else {
+            let pattern = literal_pattern(query.text.as_str());
+            doc! { "$or": [
+                { "name": { "$regex": &pattern, "$options": "i" } },
+                { "description": { "$regex": &pattern, "$options": "i" } },
+            ] }
+        };
+        let total_count = self
+            .products
+            .count_documents(filter.clone())
+            .await
+            .map_err(port_error)?;
+        let documents: Vec<ProductDocument> = self
+            .products
+            .find(filter)
+            // `_id` breaks ties so pages never overlap or skip.
+            .sort(doc! { "name": 1, "_id": 1 })
+            .skip(query.offset())
+            .limit(i64::try_from(query.size).unwrap_or(i64::MAX))
+            .await
+            .map_err(port_error)?
+            .try_collect()
+            .await
+            .map_err(port_error)?;
+        observe("search", started);
+        Ok(SearchPage {
+            total_count,
+            page: query.page,
+            size: query.size,
+            products: documents
+                .into_iter()
+                .map(from_document)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    #[tracing::instrument(name = "mongo.delete", skip_all, fields(db.system = "mongodb", db.operation = "delete", product_id = %id), err)]
+    async fn delete(&self, id: &ProductId) -> Result<bool, PortError> {
+        let started = Instant::now();
+        let result = self
+            .products
+            .delete_one(doc! { "_id": object_id(id) })
+            .await;
+        observe("delete", started);
+        Ok(result.map_err(port_error)?.deleted_count > 0)
+    }
+
+    async fn ping(&self) -> Result<(), PortError> {
+        self.database
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(port_error)
+    }
+}
+
+fn observe(operation: &'static str, started: Instant) {
+    metrics::histogram!("mongodb_operation_duration_seconds", "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Escapes ASCII punctuation so the text is matched literally. Both PCRE
+/// (MongoDB) and RE2 (FerretDB) read `\` + punctuation as that character.
+fn literal_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if c.is_ascii_punctuation() {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+fn object_id(id: &ProductId) -> ObjectId {
+    ObjectId::from_bytes(id.to_bytes())
+}
+
+fn to_document(p: &Product) -> ProductDocument {
+    ProductDocument {
+        id: object_id(&p.id),
+        category_id: ObjectId::from_bytes(p.category_id.to_bytes()),
+        name: p.name.to_string(),
+        description: p.description.to_string(),
+        price: p.price.value(),
+        image_url: p.image_url.as_ref().map(ToString::to_string),
+        photos: p.photos.iter().map(ToString::to_string).collect(),
+        quantity: p.quantity.value(),
+        rating: p.rating.value(),
+        created_at: mongodb::bson::DateTime::from_millis(p.created_at.timestamp_millis()),
+        updated_at: mongodb::bson::DateTime::from_millis(p.updated_at.timestamp_millis()),
+    }
+}
+
+/// Stored data is re-validated: a document written by another tool that breaks
+/// the rules is reported as corrupt instead of served.
+fn from_document(d: ProductDocument) -> Result<Product, PortError> {
+    let id = d.id.to_hex();
+    let corrupt = |field: &str, msg: String| {
+        PortError::Internal(format!("stored product {id} has invalid {field}: {msg}"))
+    };
+    let date = |dt: mongodb::bson::DateTime| {
+        DateTime::from_timestamp_millis(dt.timestamp_millis()).unwrap_or_default()
+    };
+    Ok(Product {
+        id: ProductId::from_bytes(d.id.bytes()),
+        category_id: CategoryId::from_bytes(d.category_id.bytes()),
+        name: ProductName::parse(&d.name).map_err(|m| corrupt("name", m))?,
+        description: Description::parse(&d.description).map_err(|m| corrupt("description", m))?,
+        price: Price::parse(d.price).map_err(|m| corrupt("price", m))?,
+        image_url: d
+            .image_url
+            .as_deref()
+            .map(HttpUrl::parse)
+            .transpose()
+            .map_err(|m| corrupt("imageUrl", m))?,
+        photos: d
+            .photos
+            .iter()
+            .map(|u| HttpUrl::parse(u))
+            .collect::<Result<_, _>>()
+            .map_err(|m| corrupt("photos", m))?,
+        quantity: Quantity::parse(d.quantity).map_err(|m| corrupt("quantity", m))?,
+        rating: Rating::parse(d.rating).map_err(|m| corrupt("rating", m))?,
+        created_at: date(d.created_at),
+        updated_at: date(d.updated_at),
+    })
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// Connection-level failures are worth retrying; everything else is a bug or
+/// bad data. The driver's message can name hosts, never credentials.
+fn port_error(err: mongodb::error::Error) -> PortError {
+    match err.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => PortError::Unavailable(err.to_string()),
+        _ if err.contains_label("RetryableWriteError")
+            || err.contains_label("TransientTransactionError") =>
+        {
+            PortError::Unavailable(err.to_string())
+        }
+        _ => PortError::Internal(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_pattern;
+
+    #[test]
+    fn regex_metacharacters_are_escaped() {
+        assert_eq!(literal_pattern(".*"), r"\.\*");
+        assert_eq!(literal_pattern("(a+)+$"), r"\(a\+\)\+\$");
+        assert_eq!(literal_pattern("["), r"\[");
+        assert_eq!(literal_pattern("mug 2 ü"), "mug 2 ü");
+    }
+}

@@ -1,0 +1,88 @@
+//! The REST API (axum): routes, middleware stack and shared state.
+//!
+//! Middleware, outermost first: request id (set + propagated), trace span,
+//! CORS, compression, timeout, body limit. RED metrics are recorded per
+//! matched route template.
+
+mod error;
+mod extract;
+mod health;
+mod metrics;
+mod openapi;
+mod products;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{http::HeaderName, routing::get, Router};
+use products_core::app::ProductService;
+use tower::ServiceBuilder;
+use tower_http::{
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+pub use error::{ApiError, ErrorBody};
+pub use health::{Probe, Readiness};
+pub use openapi::ApiDoc;
+
+use crate::config::HttpSettings;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub products: ProductService,
+    pub readiness: Arc<Readiness>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application: API, health, OpenAPI document and Swagger UI.
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let api = Router::new()
+        .route("/api/v1/products", axum::routing::post(products::create))
+        .route("/api/v1/products/search", get(products::search))
+        .route(
+            "/api/v1/products/{id}",
+            get(products::get_by_id)
+                .put(products::update)
+                .delete(products::delete),
+        )
+        .route("/health", get(health::live))
+        .route("/ready", get(health::ready))
+        .route_layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state);
+
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http())
+        .layer(cors(&settings.cors_allowed_origins))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(settings.request_timeout_ms),
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            settings.body_limit_bytes,
+        ));
+
+    api.merge(openapi::swagger_ui())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let parsed = origins.iter().filter_map(|o| o.parse().ok());
+        layer.allow_origin(AllowOrigin::list(parsed))
+    }
+}

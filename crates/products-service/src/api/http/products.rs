@@ -1,0 +1,203 @@
+//! `/api/v1/products` handlers: decode, call the use case, encode.
+
+use axum::{
+    extract::State,
+    http::{header::LOCATION, StatusCode},
+    response::IntoResponse,
+    Json,
+};
+use products_core::domain::{SearchPage, SearchQuery, ValidationErrors};
+use serde::Serialize;
+
+use super::{
+    extract::{IdParam, ProductBody, QueryParams},
+    ApiError, AppState, ErrorBody,
+};
+use crate::codec::ProductJson;
+
+/// A page of search results.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchResponse {
+    pub total_count: u64,
+    pub total_pages: u64,
+    pub page: u64,
+    pub size: u64,
+    pub has_more: bool,
+    pub products: Vec<ProductJson>,
+}
+
+impl From<&SearchPage> for SearchResponse {
+    fn from(page: &SearchPage) -> Self {
+        Self {
+            total_count: page.total_count,
+            total_pages: page.total_pages(),
+            page: page.page,
+            size: page.size,
+            has_more: page.has_more(),
+            products: page.products.iter().map(ProductJson::from).collect(),
+        }
+    }
+}
+
+/// Fields a client sends to create or update a product.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Documents the body; decoding goes through `codec`.
+pub struct ProductInput {
+    /// 24-hex ObjectId of the category.
+    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f7")]
+    category_id: String,
+    /// 3 to 250 characters.
+    #[schema(example = "Coffee mug", min_length = 3, max_length = 250)]
+    name: String,
+    /// 3 to 500 characters.
+    #[schema(example = "Stoneware, 350 ml", min_length = 3, max_length = 500)]
+    description: String,
+    /// Greater than 0.
+    #[schema(example = 9.5, exclusive_minimum = 0)]
+    price: f64,
+    /// An http(s) URL.
+    #[schema(example = "https://img.example.com/mug.png")]
+    image_url: Option<String>,
+    /// http(s) URLs, at most 50.
+    photos: Option<Vec<String>>,
+    #[schema(minimum = 0)]
+    quantity: i64,
+    /// 0 to 10; defaults to 0.
+    #[schema(minimum = 0, maximum = 10)]
+    rating: Option<i64>,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/products", tag = "products",
+    request_body(content = ProductInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = ProductJson,
+            headers(("Location" = String, description = "URL of the new product"))),
+        (status = 400, description = "Invalid input; every bad field is listed", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    ProductBody(input): ProductBody,
+) -> Result<impl IntoResponse, ApiError> {
+    let product = state.products.create(input).await?;
+    let location = format!("/api/v1/products/{}", product.id);
+    Ok((
+        StatusCode::CREATED,
+        [(LOCATION, location)],
+        Json(ProductJson::from(&product)),
+    ))
+}
+
+#[utoipa::path(
+    put, path = "/api/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "24-hex ObjectId of the product")),
+    request_body(content = ProductInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated", body = ProductJson),
+        (status = 400, description = "Invalid id or input", body = ErrorBody),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    IdParam(id): IdParam,
+    ProductBody(input): ProductBody,
+) -> Result<Json<ProductJson>, ApiError> {
+    let product = state.products.update(&id, input).await?;
+    Ok(Json(ProductJson::from(&product)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "24-hex ObjectId of the product")),
+    responses(
+        (status = 200, description = "The product", body = ProductJson),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get_by_id(
+    State(state): State<AppState>,
+    IdParam(id): IdParam,
+) -> Result<Json<ProductJson>, ApiError> {
+    let product = state.products.get(&id).await?;
+    Ok(Json(ProductJson::from(&product)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/products/search", tag = "products",
+    params(
+        ("search" = Option<String>, Query, description = "Literal text, matched case-insensitively in name or description"),
+        ("page" = Option<i64>, Query, description = "Page number from 1 (0 means 1)", minimum = 0),
+        ("size" = Option<i64>, Query, description = "Page size, default 10, capped at 100", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "A page of matches", body = SearchResponse),
+        (status = 400, description = "Invalid parameters", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let (page, size) = match (
+        integer_param(&params, "page"),
+        integer_param(&params, "size"),
+    ) {
+        (Ok(page), Ok(size)) => (page, size),
+        (Err(a), Err(b)) => return Err(a.merged(b).into()),
+        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+    };
+    let query = SearchQuery::parse(param(&params, "search"), page, size)?;
+    let page = state.products.search(query).await?;
+    Ok(Json(SearchResponse::from(&page)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/products/{id}", tag = "products",
+    params(("id" = String, Path, description = "24-hex ObjectId of the product")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    IdParam(id): IdParam,
+) -> Result<StatusCode, ApiError> {
+    state.products.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The last value given for `name` (as most frameworks do with repeats).
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// An optional integer parameter; empty counts as absent.
+fn integer_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ValidationErrors> {
+    match param(params, name).map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|_| ValidationErrors::single(name.to_owned(), "must be an integer")),
+    }
+}

@@ -1,0 +1,8 @@
+//! Delivery: HTTP (axum) and gRPC (tonic) front doors to the use cases.
+//!
+//! Each protocol decodes its input into domain types, calls a use case on
+//! `ProductService`, and maps `AppError` to its own errors exactly once
+//! (`http::error`, `grpc::status`).
+
+pub mod grpc;
+pub mod http;

@@ -1,0 +1,95 @@
+//! Background tasks that live as long as the application: index creation
+//! (retried until the database answers), gRPC health reporting, metrics
+//! upkeep. All stop when the shutdown token is cancelled.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use products_core::app::ProductService;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{
+    adapters::mongo::MongoProductRepository,
+    api::grpc::pb::products_service_server::ProductsServiceServer, api::grpc::ProductsGrpc,
+};
+
+pub struct Tasks {
+    shutdown: CancellationToken,
+    set: JoinSet<()>,
+}
+
+impl Tasks {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            set: JoinSet::new(),
+        }
+    }
+
+    /// Runs `task` until it ends or shutdown begins.
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        let shutdown = self.shutdown.clone();
+        self.set.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
+/// Creates the indexes, retrying with backoff while MongoDB is unreachable
+/// (the service may start before its database).
+pub async fn ensure_indexes(repository: Arc<MongoProductRepository>) {
+    let backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times();
+    let result = (|| async { repository.ensure_indexes().await })
+        .retry(backoff)
+        .notify(
+            |err, delay| tracing::warn!(error = %err, ?delay, "creating indexes failed; retrying"),
+        )
+        .await;
+    if result.is_ok() {
+        tracing::info!("indexes ready");
+    }
+}
+
+/// Keeps `grpc.health.v1` in step with the database: NOT_SERVING while
+/// MongoDB is unreachable.
+pub async fn report_grpc_health(reporter: HealthReporter, products: ProductService) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut last = None;
+    loop {
+        ticker.tick().await;
+        let status = match products.database_ready().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if last != Some(status) {
+            tracing::info!(?status, "gRPC health status");
+            reporter.set_service_status("", status).await;
+            match status {
+                ServingStatus::Serving => {
+                    reporter
+                        .set_serving::<ProductsServiceServer<ProductsGrpc>>()
+                        .await
+                }
+                _ => {
+                    reporter
+                        .set_not_serving::<ProductsServiceServer<ProductsGrpc>>()
+                        .await
+                }
+            }
+            last = Some(status);
+        }
+    }
+}

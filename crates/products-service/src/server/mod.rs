@@ -1,0 +1,193 @@
+//! Wiring and lifecycle. [`Application::build`] reads nothing but its
+//! [`Settings`]: it creates the adapters, the use cases and both APIs, and
+//! binds every listener (port 0 picks a free port, which tests use).
+//! [`Application::run_until_stopped`] serves until the shutdown token is
+//! cancelled, then lets in-flight requests finish within the configured grace
+//! period.
+
+mod background;
+mod signals;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{routing::get, Router};
+use products_core::app::{NoCache, ProductCache, ProductService, SystemClock};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use signals::shutdown_on_signal;
+
+use crate::{
+    adapters::{
+        mongo::MongoProductRepository, object_id::ObjectIdGenerator, redis_cache::RedisProductCache,
+    },
+    api::{
+        grpc::{pb, ProductsGrpc},
+        http::{self, AppState, Probe, Readiness},
+    },
+    config::Settings,
+    telemetry,
+};
+
+pub struct Application {
+    settings: Settings,
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+    metrics_listener: TcpListener,
+    products: ProductService,
+    repository: Arc<MongoProductRepository>,
+    readiness: Arc<Readiness>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let repository = Arc::new(
+            MongoProductRepository::connect(&settings.mongo)
+                .await
+                .context("invalid MongoDB settings")?,
+        );
+        let mut probes = vec![{
+            let repository = repository.clone();
+            Probe::new("mongodb", move || {
+                let repository = repository.clone();
+                async move {
+                    use products_core::app::ProductRepository;
+                    repository.ping().await.map_err(|e| e.to_string())
+                }
+            })
+        }];
+        let cache: Arc<dyn ProductCache> = if settings.redis.enabled {
+            let redis = Arc::new(
+                RedisProductCache::new(&settings.redis).context("invalid Redis settings")?,
+            );
+            let probe_redis = redis.clone();
+            probes.push(Probe::new("redis", move || {
+                let redis = probe_redis.clone();
+                async move { redis.ping().await.map_err(|e| e.to_string()) }
+            }));
+            redis
+        } else {
+            Arc::new(NoCache)
+        };
+        let products = ProductService::new(
+            repository.clone(),
+            cache,
+            Arc::new(ObjectIdGenerator),
+            Arc::new(SystemClock),
+        );
+        let readiness = Arc::new(Readiness::new(probes, Duration::from_secs(2)));
+
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for {what} on {addr}"))
+        };
+        Ok(Self {
+            http_listener: bind(settings.http.addr, "HTTP").await?,
+            grpc_listener: bind(settings.grpc.addr, "gRPC").await?,
+            metrics_listener: bind(settings.metrics.addr, "metrics").await?,
+            settings,
+            products,
+            repository,
+            readiness,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        local_addr(&self.http_listener)
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        local_addr(&self.grpc_listener)
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        local_addr(&self.metrics_listener)
+    }
+
+    /// Serves HTTP, gRPC and metrics until `shutdown` is cancelled (or one of
+    /// them fails, which cancels the others).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            settings,
+            http_listener,
+            grpc_listener,
+            metrics_listener,
+            products,
+            repository,
+            readiness,
+        } = self;
+        let registry = telemetry::metrics::registry();
+        let mut background = background::Tasks::new(shutdown.clone());
+        background.spawn(background::ensure_indexes(repository.clone()));
+        background.spawn(async move { registry.run_upkeep(Duration::from_secs(5)).await });
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        background.spawn(background::report_grpc_health(
+            health_reporter,
+            products.clone(),
+        ));
+
+        let http_app = http::router(
+            AppState {
+                products: products.clone(),
+                readiness,
+            },
+            &settings.http,
+        );
+        let http_server = axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let products_grpc =
+            pb::products_service_server::ProductsServiceServer::new(ProductsGrpc::new(products))
+                .max_decoding_message_size(settings.grpc.max_message_bytes);
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(products_grpc)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                shutdown.clone().cancelled_owned(),
+            );
+
+        let metrics_app = Router::new().route("/metrics", get(move || async { registry.render() }));
+        let metrics_server = axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+
+        let stop_all = shutdown.clone();
+        let servers = async move {
+            let result = tokio::try_join!(
+                async { http_server.await.context("HTTP server failed") },
+                async { grpc_server.await.context("gRPC server failed") },
+                async { metrics_server.await.context("metrics server failed") },
+            );
+            stop_all.cancel();
+            result.map(drop)
+        };
+        let grace = Duration::from_secs(settings.shutdown_timeout_secs);
+        let result = tokio::select! {
+            result = servers => result,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "in-flight requests did not finish in time; stopping anyway");
+                Ok(())
+            }
+        };
+        background.stop().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has a local address")
+}

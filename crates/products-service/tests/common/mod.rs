@@ -1,0 +1,150 @@
+//! Test helpers: `spawn_app` boots the real service in-process on random
+//! ports against the local stack (`make stack-up`), with its own MongoDB
+//! database and Redis key prefix so tests run in parallel without sharing data.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+pub mod processes;
+pub mod products;
+
+use std::{
+    net::SocketAddr,
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use mongodb::bson::oid::ObjectId;
+use products_service::{config::Settings, server::Application};
+use tokio_util::sync::CancellationToken;
+
+pub const KAFKA: &str = "127.0.0.1:9092";
+pub const MONGO_URI: &str = "mongodb://127.0.0.1:27017";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const PROMETHEUS: &str = "http://127.0.0.1:9090";
+pub const JAEGER_QUERY: &str = "http://127.0.0.1:16686";
+
+pub struct TestApp {
+    pub http: String,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub settings: Settings,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.http, path)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    /// Stops the service gracefully and reports how `run_until_stopped` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.server.take() {
+            Some(handle) => handle.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A name no other test uses (for databases, topics, key prefixes).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", ObjectId::new().to_hex())
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("TEST_LOG")
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Settings for a test instance: random loopback ports, a private database
+/// and cache namespace, the local stack's addresses.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::load_from(None, Vec::new()).expect("default settings load");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    settings.http.addr = any_port;
+    settings.grpc.addr = any_port;
+    settings.metrics.addr = any_port;
+    settings.mongo.uri = MONGO_URI.to_owned();
+    settings.mongo.database = unique("test");
+    settings.redis.url = REDIS_URL.to_owned();
+    settings.redis.key_prefix = format!("{}:", unique("test"));
+    settings.kafka.brokers = KAFKA.to_owned();
+    settings.shutdown_timeout_secs = 5;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    init_logs();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let http = format!("http://{}", app.http_addr());
+    let grpc_addr = app.grpc_addr();
+    let metrics_addr = app.metrics_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let test_app = TestApp {
+        http,
+        grpc_addr,
+        metrics_addr,
+        settings,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        shutdown,
+        server: Some(server),
+    };
+    eventually(Duration::from_secs(10), || async {
+        test_app
+            .client
+            .get(test_app.url("/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    test_app
+}
+
+/// Polls `condition` until it holds, failing the test after `deadline`.
+pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "condition not met within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
