@@ -49,10 +49,28 @@ impl SearchQuery {
         page: Option<i64>,
         size: Option<i64>,
     ) -> Result<Self, ValidationErrors> {
+        Self::build(text, Ok(page), Ok(size))
+    }
+
+    /// As [`Self::parse`], from query-string values: empty means absent, and
+    /// a value that is not an integer is reported with the other errors.
+    pub fn parse_params(
+        text: Option<&str>,
+        page: Option<&str>,
+        size: Option<&str>,
+    ) -> Result<Self, ValidationErrors> {
+        Self::build(text, integer(page), integer(size))
+    }
+
+    fn build(
+        text: Option<&str>,
+        page: Result<Option<i64>, String>,
+        size: Result<Option<i64>, String>,
+    ) -> Result<Self, ValidationErrors> {
         let mut errors = Collector::default();
         let text = errors.check("search", SearchText::parse(text.unwrap_or_default()));
-        let page = errors.check("page", non_negative(page));
-        let size = errors.check("size", non_negative(size));
+        let page = errors.check("page", page.and_then(non_negative));
+        let size = errors.check("size", size.and_then(non_negative));
         errors.finish()?;
         Ok(Self {
             text: text.unwrap_or_default(),
@@ -67,6 +85,16 @@ impl SearchQuery {
     /// How many results to skip to reach this page.
     pub fn offset(&self) -> u64 {
         (self.page - 1).saturating_mul(self.size)
+    }
+}
+
+fn integer(raw: Option<&str>) -> Result<Option<i64>, String> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|_| "must be an integer".to_owned()),
     }
 }
 
@@ -120,6 +148,15 @@ mod tests {
     fn negative_numbers_are_reported_together() {
         let err = SearchQuery::parse(Some(&"x".repeat(251)), Some(-1), Some(-5)).unwrap_err();
         assert_eq!(err.fields().len(), 3);
+    }
+
+    #[test]
+    fn query_string_values_report_every_error() {
+        let err = SearchQuery::parse_params(None, Some("-1"), Some("x")).unwrap_err();
+        let fields: Vec<&str> = err.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["page", "size"]);
+        let q = SearchQuery::parse_params(Some("a"), Some(""), Some(" 5 ")).unwrap();
+        assert_eq!((q.page, q.size), (1, 5));
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn ferretdb_binary() -> PathBuf {
         |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/products-stack"),
         PathBuf::from,
     );
-    cache.join("bin/ferretdb")
+    cache.join("ferretdb-1.24.2/ferretdb")
 }
 
 impl PrivateFerretDb {
@@ -122,6 +122,7 @@ impl PrivateFerretDb {
             .arg(format!("--sqlite-url=file:{}/", self.dir.display()))
             .arg(format!("--listen-addr=127.0.0.1:{}", self.port))
             .arg("--debug-addr=-")
+            .arg(format!("--state-dir={}/state", self.dir.display()))
             .arg("--telemetry=disable")
             .arg("--log-level=error")
             .stdout(Stdio::null())

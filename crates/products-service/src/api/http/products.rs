@@ -6,7 +6,7 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use products_core::domain::{SearchPage, SearchQuery, ValidationErrors};
+use products_core::domain::{SearchPage, SearchQuery};
 use serde::Serialize;
 
 use super::{
@@ -151,15 +151,11 @@ pub async fn search(
     State(state): State<AppState>,
     QueryParams(params): QueryParams,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    let (page, size) = match (
-        integer_param(&params, "page"),
-        integer_param(&params, "size"),
-    ) {
-        (Ok(page), Ok(size)) => (page, size),
-        (Err(a), Err(b)) => return Err(a.merged(b).into()),
-        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
-    };
-    let query = SearchQuery::parse(param(&params, "search"), page, size)?;
+    let query = SearchQuery::parse_params(
+        param(&params, "search"),
+        param(&params, "page"),
+        param(&params, "size"),
+    )?;
     let page = state.products.search(query).await?;
     Ok(Json(SearchResponse::from(&page)))
 }
@@ -189,15 +185,4 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .rev()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
-}
-
-/// An optional integer parameter; empty counts as absent.
-fn integer_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ValidationErrors> {
-    match param(params, name).map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => raw
-            .parse()
-            .map(Some)
-            .map_err(|_| ValidationErrors::single(name.to_owned(), "must be an integer")),
-    }
 }

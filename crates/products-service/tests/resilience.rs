@@ -1,0 +1,206 @@
+//! Dependencies failing under a running service. Each test stops a private
+//! Redis or FerretDB instance of its own, so other tests are not disturbed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    eventually,
+    processes::{PrivateFerretDb, PrivateRedis},
+    products::product_body,
+    spawn_app_with, test_settings,
+};
+use products_service::api::grpc::pb::{products_service_client::ProductsServiceClient, GetByIdReq};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
+    request.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_to_mongodb() {
+    let mut redis = PrivateRedis::start().await;
+    let mut settings = test_settings();
+    settings.redis.url = redis.url();
+    let app = spawn_app_with(settings).await;
+
+    let created: Value = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .json(&product_body("Cache victim"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["productId"].as_str().unwrap().to_owned();
+    let product_url = app.url(&format!("/api/v1/products/{id}"));
+    assert_eq!(status_of(app.client.get(&product_url)).await, 200);
+
+    redis.stop();
+
+    let started = Instant::now();
+    let read = app.client.get(&product_url).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.json::<Value>().await.unwrap(), created);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a dead cache must not stall reads"
+    );
+    let updated = app
+        .client
+        .put(&product_url)
+        .json(&product_body("Still updatable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), StatusCode::OK);
+    let read: Value = app
+        .client
+        .get(&product_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["name"], "Still updatable");
+    assert_eq!(
+        status_of(
+            app.client
+                .get(app.url("/api/v1/products/search?search=still"))
+        )
+        .await,
+        200
+    );
+    assert_eq!(status_of(app.client.delete(&product_url)).await, 204);
+
+    let ready: Value = app
+        .client
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["redis"], "down");
+    assert_eq!(ready["checks"]["mongodb"], "up");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", app.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cache_requests_total") && l.contains("result=\"error\"")),
+        "cache errors are counted"
+    );
+}
+
+#[tokio::test]
+async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
+    let mut db = PrivateFerretDb::start().await;
+    let mut settings = test_settings();
+    settings.mongo.uri = db.uri();
+    settings.redis.enabled = false; // every read must hit the database
+    let app = spawn_app_with(settings).await;
+    let created: Value = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .json(&product_body("Survivor"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["productId"].as_str().unwrap().to_owned();
+    let product_url = app.url(&format!("/api/v1/products/{id}"));
+    let mut grpc = ProductsServiceClient::connect(app.grpc_url())
+        .await
+        .unwrap();
+
+    db.stop();
+
+    let started = Instant::now();
+    let response = app.client.get(&product_url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded wait");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], 503);
+    assert!(
+        !body["error"].as_str().unwrap().contains("127.0.0.1"),
+        "no internals leak: {body}"
+    );
+    let response = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .json(&product_body("Not now"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        status_of(app.client.get(app.url("/ready"))).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let status = grpc
+        .get_by_id(GetByIdReq {
+            product_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+
+    let channel = tonic::transport::Channel::from_shared(app.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let health_is = |wanted: i32| {
+        let health = health.clone();
+        move || {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: "productsService.ProductsService".to_owned(),
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == wanted)
+            }
+        }
+    };
+    eventually(Duration::from_secs(15), health_is(2)).await; // NOT_SERVING
+
+    db.restart().await;
+
+    eventually(Duration::from_secs(30), || async {
+        app.client
+            .get(&product_url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    let read: Value = app
+        .client
+        .get(&product_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, created, "recovered without restarting the service");
+    assert_eq!(status_of(app.client.get(app.url("/ready"))).await, 200);
+    eventually(Duration::from_secs(15), health_is(1)).await; // SERVING
+}
