@@ -10,14 +10,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&[proto], &["../../proto"])?;
     println!("cargo:rerun-if-changed={proto}");
 
-    // Build info for the `build_info` metric; "unknown" outside a git checkout.
-    let git_sha = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map(|sha| sha.trim().to_owned())
+    // Build info for the `build_info` metric: PRODUCTS_GIT_SHA when given (the
+    // Docker build has no .git), else git, else "unknown".
+    let from_env = env::var("PRODUCTS_GIT_SHA").ok().filter(|s| !s.is_empty());
+    let git_sha = from_env
+        .or_else(|| {
+            std::process::Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()
+                .filter(|out| out.status.success())
+                .and_then(|out| String::from_utf8(out.stdout).ok())
+                .map(|sha| sha.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=PRODUCTS_GIT_SHA={git_sha}");
     println!("cargo:rerun-if-env-changed=PRODUCTS_GIT_SHA");
