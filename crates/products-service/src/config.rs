@@ -60,6 +60,58 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct KafkaSettings {
     pub brokers: String,
+    pub group_id: String,
+    pub topics: KafkaTopics,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub producer: ProducerSettings,
+    pub consumer: ConsumerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaTopics {
+    pub create: String,
+    pub update: String,
+    pub dead_letter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProducerSettings {
+    pub compression: Compression,
+    pub linger_ms: u64,
+    pub batch_size_bytes: u64,
+    pub delivery_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerSettings {
+    pub enabled: bool,
+    pub partition_buffer: usize,
+    pub retry_max_attempts: usize,
+    pub retry_initial_backoff_ms: u64,
+    pub retry_max_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +161,10 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MONGO_DB", "mongo.database"),
     ("MONGO_COLLECTION", "mongo.collection"),
     ("KAFKA_BROKERS", "kafka.brokers"),
+    ("KAFKA_GROUP_ID", "kafka.group_id"),
+    ("KAFKA_TOPIC_CREATE", "kafka.topics.create"),
+    ("KAFKA_TOPIC_UPDATE", "kafka.topics.update"),
+    ("KAFKA_TOPIC_DEAD_LETTER", "kafka.topics.dead_letter"),
     ("REDIS_URL", "redis.url"),
     ("REDIS_ENABLED", "redis.enabled"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),

@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use products_service::{
+    adapters::kafka::dead_letter::{replay, ReplayOptions},
     config::Settings,
     server::{shutdown_on_signal, Application},
     telemetry,
@@ -25,6 +26,22 @@ struct Cli {
 enum Command {
     /// Run the service (the default).
     Serve,
+    /// Re-publish dead letters to the topics they came from (after fixing
+    /// what made them fail). Safe to repeat: applying is idempotent.
+    ReplayDlq {
+        /// List the matching dead letters; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only dead letters that came from this topic.
+        #[arg(long)]
+        original_topic: Option<String>,
+        /// Only dead letters with this key (product id).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only dead letters whose error kind or message contains this text.
+        #[arg(long)]
+        error_contains: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -46,6 +63,20 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
+        Command::ReplayDlq {
+            dry_run,
+            original_topic,
+            key,
+            error_contains,
+        } => {
+            let options = ReplayOptions {
+                dry_run,
+                original_topic,
+                key,
+                error_contains,
+            };
+            replay_dlq(settings, options).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,4 +98,36 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await
+}
+
+async fn replay_dlq(settings: Settings, options: ReplayOptions) -> anyhow::Result<()> {
+    let report = replay(&settings.kafka, &options).await?;
+    for letter in &report.matched {
+        println!(
+            "{}[{}]@{}\t-> {}\tkey={}\t{}: {}",
+            settings.kafka.topics.dead_letter,
+            letter.dlq_partition,
+            letter.dlq_offset,
+            letter.original_topic,
+            letter.key.as_deref().unwrap_or("-"),
+            letter.error_kind,
+            letter.error_message,
+        );
+    }
+    let verb = if options.dry_run {
+        "would replay"
+    } else {
+        "replayed"
+    };
+    println!(
+        "scanned {} dead letters, {} matched, {verb} {}",
+        report.scanned,
+        report.matched.len(),
+        if options.dry_run {
+            report.matched.len()
+        } else {
+            report.replayed
+        },
+    );
+    Ok(())
 }

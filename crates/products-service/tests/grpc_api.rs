@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use common::{products::CATEGORY, spawn_app, TestApp};
 use products_service::api::grpc::pb::{
     products_service_client::ProductsServiceClient, CreateReq, DeleteReq, GetByIdReq, SearchReq,
     UpdateReq,
 };
+use tokio::process::Command;
 use tonic::{transport::Channel, Code};
 use tonic_types::StatusExt;
 
@@ -230,11 +231,14 @@ fn grpcurl() -> PathBuf {
     cache.join("bin/grpcurl")
 }
 
-fn run_grpcurl(args: &[&str]) -> String {
+/// Runs grpcurl without blocking the test's runtime (the service under test
+/// runs on the same runtime).
+async fn run_grpcurl(args: &[&str]) -> String {
     let binary = grpcurl();
     let output = Command::new(&binary)
         .args(args)
         .output()
+        .await
         .unwrap_or_else(|e| {
             panic!(
                 "cannot run {} ({e}); make stack-up installs it",
@@ -253,7 +257,7 @@ fn run_grpcurl(args: &[&str]) -> String {
 async fn grpcurl_lists_and_calls_through_reflection() {
     let app = spawn_app().await;
     let addr = app.grpc_addr.to_string();
-    let services = run_grpcurl(&["-plaintext", &addr, "list"]);
+    let services = run_grpcurl(&["-plaintext", &addr, "list"]).await;
     assert!(
         services.contains("productsService.ProductsService"),
         "{services}"
@@ -265,7 +269,8 @@ async fn grpcurl_lists_and_calls_through_reflection() {
         &addr,
         "list",
         "productsService.ProductsService",
-    ]);
+    ])
+    .await;
     for method in ["Create", "Update", "GetByID", "Search", "Delete"] {
         assert!(
             methods.contains(&format!("ProductsService.{method}")),
@@ -284,7 +289,8 @@ async fn grpcurl_lists_and_calls_through_reflection() {
         &body,
         &addr,
         "productsService.ProductsService/Create",
-    ]);
+    ])
+    .await;
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
     let id = created["Product"]["ProductID"].as_str().unwrap().to_owned();
     let read = run_grpcurl(&[
@@ -293,6 +299,7 @@ async fn grpcurl_lists_and_calls_through_reflection() {
         &serde_json::json!({ "ProductID": id }).to_string(),
         &addr,
         "productsService.ProductsService/GetByID",
-    ]);
+    ])
+    .await;
     assert!(read.contains("Curl lamp"), "{read}");
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{
     eventually,
     processes::{PrivateFerretDb, PrivateRedis},
-    products::product_body,
+    products::{create_product, product_body, update_product},
     spawn_app_with, test_settings,
 };
 use products_service::api::grpc::pb::{products_service_client::ProductsServiceClient, GetByIdReq};
@@ -26,16 +26,7 @@ async fn redis_outage_degrades_to_mongodb() {
     settings.redis.url = redis.url();
     let app = spawn_app_with(settings).await;
 
-    let created: Value = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(&product_body("Cache victim"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_product(&app, &product_body("Cache victim")).await;
     let id = created["productId"].as_str().unwrap().to_owned();
     let product_url = app.url(&format!("/api/v1/products/{id}"));
     assert_eq!(status_of(app.client.get(&product_url)).await, 200);
@@ -50,23 +41,7 @@ async fn redis_outage_degrades_to_mongodb() {
         started.elapsed() < Duration::from_secs(3),
         "a dead cache must not stall reads"
     );
-    let updated = app
-        .client
-        .put(&product_url)
-        .json(&product_body("Still updatable"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(updated.status(), StatusCode::OK);
-    let read: Value = app
-        .client
-        .get(&product_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = update_product(&app, &id, &product_body("Still updatable")).await;
     assert_eq!(read["name"], "Still updatable");
     assert_eq!(
         status_of(
@@ -111,16 +86,7 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
     settings.mongo.uri = db.uri();
     settings.redis.enabled = false; // every read must hit the database
     let app = spawn_app_with(settings).await;
-    let created: Value = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(&product_body("Survivor"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = create_product(&app, &product_body("Survivor")).await;
     let id = created["productId"].as_str().unwrap().to_owned();
     let product_url = app.url(&format!("/api/v1/products/{id}"));
     let mut grpc = ProductsServiceClient::connect(app.grpc_url())
@@ -139,14 +105,16 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
         !body["error"].as_str().unwrap().contains("127.0.0.1"),
         "no internals leak: {body}"
     );
+    // Writes still go through Kafka: accepted now, applied after recovery.
     let response = app
         .client
         .post(app.url("/api/v1/products"))
-        .json(&product_body("Not now"))
+        .json(&product_body("Written during the outage"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let during: Value = response.json().await.unwrap();
     assert_eq!(
         status_of(app.client.get(app.url("/ready"))).await,
         StatusCode::SERVICE_UNAVAILABLE
@@ -201,6 +169,10 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
         .await
         .unwrap();
     assert_eq!(read, created, "recovered without restarting the service");
+    let applied =
+        common::products::wait_for_product(&app, during["productId"].as_str().unwrap(), |_| true)
+            .await;
+    assert_eq!(applied["name"], "Written during the outage");
     assert_eq!(status_of(app.client.get(app.url("/ready"))).await, 200);
     eventually(Duration::from_secs(15), health_is(1)).await; // SERVING
 }

@@ -5,27 +5,14 @@
 mod common;
 
 use common::{
-    products::{cause_fields, product_body},
+    products::{cause_fields, create_product, product_body, update_product, wait_for_product},
     spawn_app, TestApp, REDIS_URL,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn create(app: &TestApp, body: &Value) -> Value {
-    let response = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::CREATED,
-        "{:?}",
-        response.text().await
-    );
-    response.json().await.unwrap()
+    create_product(app, body).await
 }
 
 async fn get(app: &TestApp, id: &str) -> (StatusCode, Value) {
@@ -63,7 +50,7 @@ async fn cached(app: &TestApp, id: &str) -> bool {
 }
 
 #[tokio::test]
-async fn create_then_get_returns_the_same_product() {
+async fn post_is_accepted_then_readable_and_put_changes_it() {
     let app = spawn_app().await;
     let response = app
         .client
@@ -72,21 +59,35 @@ async fn create_then_get_returns_the_same_product() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let created: Value = response.json().await.unwrap();
-    let id = created["productId"].as_str().unwrap();
+    let accepted: Value = response.json().await.unwrap();
+    let id = accepted["productId"].as_str().unwrap().to_owned();
     assert_eq!(id.len(), 24);
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(location, format!("/api/v1/products/{id}"));
+
+    let created = wait_for_product(&app, &id, |_| true).await;
+    assert_eq!(created["productId"], id.as_str());
     assert_eq!(created["name"], "Coffee mug");
     assert_eq!(created["price"], 19.99);
     assert_eq!(created["photos"].as_array().unwrap().len(), 2);
     assert_eq!(created["createdAt"], created["updatedAt"]);
 
-    let (status, read) = get(&app, id).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(read, created);
+    let response = app
+        .client
+        .put(app.url(&location))
+        .json(&product_body("Tea mug"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["location"].to_str().unwrap(), location);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["productId"], id.as_str());
+    let updated = wait_for_product(&app, &id, |p| p["name"] == "Tea mug").await;
+    assert_eq!(updated["createdAt"], created["createdAt"]);
+    assert_ne!(updated["updatedAt"], created["updatedAt"]);
 }
 
 #[tokio::test]
@@ -185,37 +186,11 @@ async fn update_changes_the_product_and_keeps_created_at() {
     let mut changed = product_body("New name");
     changed["price"] = json!(5);
     changed.as_object_mut().unwrap().remove("imageUrl");
-    let response = app
-        .client
-        .put(app.url(&format!("/api/v1/products/{id}")))
-        .json(&changed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let updated: Value = response.json().await.unwrap();
+    let updated = update_product(&app, id, &changed).await;
     assert_eq!(updated["productId"], id);
-    assert_eq!(updated["name"], "New name");
     assert_eq!(updated["price"], 5.0);
     assert!(updated.get("imageUrl").is_none(), "{updated}");
     assert_eq!(updated["createdAt"], created["createdAt"]);
-    let (_, read) = get(&app, id).await;
-    assert_eq!(read, updated);
-}
-
-#[tokio::test]
-async fn update_of_a_missing_product_is_404_and_creates_nothing() {
-    let app = spawn_app().await;
-    let id = "65a1f0c2e4b0a1b2c3d4e5f6";
-    let response = app
-        .client
-        .put(app.url(&format!("/api/v1/products/{id}")))
-        .json(&product_body("Ghost"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(get(&app, id).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -351,24 +326,29 @@ async fn get_fills_the_cache_and_writes_invalidate_it() {
     let app = spawn_app().await;
     let created = create(&app, &product_body("Cached lamp")).await;
     let id = created["productId"].as_str().unwrap();
-    assert!(!cached(&app, id).await, "create does not cache");
-    assert_eq!(get(&app, id).await.0, StatusCode::OK);
+    // `create` polled GET until the product appeared, which cached it.
     assert!(cached(&app, id).await, "get fills the cache");
     let (_, from_cache) = get(&app, id).await;
     assert_eq!(from_cache, created, "a cache hit returns the same product");
-
-    let response = app
-        .client
-        .put(app.url(&format!("/api/v1/products/{id}")))
-        .json(&product_body("Renamed lamp"))
-        .send()
+    // Prove the hit comes from Redis: change the entry behind the service's back.
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}{id}", app.settings.redis.key_prefix);
+    let mut tampered = created.clone();
+    tampered["name"] = json!("From the cache");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(tampered.to_string())
+        .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(!cached(&app, id).await, "update invalidates");
-    let (_, read) = get(&app, id).await;
-    assert_eq!(read["name"], "Renamed lamp", "no stale read after update");
-    assert!(cached(&app, id).await);
+    assert_eq!(get(&app, id).await.1["name"], "From the cache");
+
+    // The consumer invalidates the entry when it applies the update, so the
+    // new name shows up (a stale cache would keep the old one until its TTL).
+    let read = update_product(&app, id, &product_body("Renamed lamp")).await;
+    assert_eq!(read["name"], "Renamed lamp");
+    assert!(cached(&app, id).await, "read again, cached again");
 
     app.client
         .delete(app.url(&format!("/api/v1/products/{id}")))
@@ -435,7 +415,7 @@ async fn malformed_requests_get_clear_4xx_answers() {
     )
     .await
     .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
 
     let response = app
         .client
@@ -485,6 +465,7 @@ async fn ready_reports_each_dependency() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["checks"]["mongodb"], "up");
     assert_eq!(body["checks"]["redis"], "up");
+    assert_eq!(body["checks"]["kafka"], "up");
 }
 
 #[tokio::test]

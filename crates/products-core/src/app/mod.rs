@@ -1,17 +1,20 @@
 //! The application layer: use cases and the ports (traits) they drive.
 //!
 //! Adapters in the service crate implement the ports (MongoDB repository,
-//! Redis cache, ObjectId generator); delivery (REST, gRPC, Kafka) calls the
-//! use cases on [`ProductService`] and maps [`AppError`] to its protocol.
+//! Redis cache, Kafka publisher, ObjectId generator); delivery (REST, gRPC,
+//! the Kafka consumer) calls the use cases on [`ProductService`] and maps
+//! [`AppError`] to its protocol.
 
+mod commands;
 mod error;
 mod ports;
 mod service;
 
+pub use commands::{ApplyOutcome, ProductCommand, ProductUpdate, UpdateOutcome};
 pub use error::AppError;
 pub use ports::{
-    Clock, IdGenerator, InsertOutcome, NoCache, PortError, ProductCache, ProductRepository,
-    SystemClock,
+    Clock, CommandPublisher, IdGenerator, InsertOutcome, NoCache, PortError, ProductCache,
+    ProductRepository, SystemClock,
 };
 pub use service::ProductService;
 

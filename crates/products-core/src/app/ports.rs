@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Product, ProductDraft, ProductId, SearchPage, SearchQuery};
+use crate::domain::{Product, ProductId, SearchPage, SearchQuery};
+
+use super::{ProductCommand, ProductUpdate, UpdateOutcome};
 
 /// A failure of an adapter, classified by what the caller can do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,14 +32,10 @@ pub enum InsertOutcome {
 #[async_trait]
 pub trait ProductRepository: Send + Sync {
     async fn insert(&self, product: &Product) -> Result<InsertOutcome, PortError>;
-    /// Replaces the client-controlled fields and `updated_at`; `None` when no
-    /// product has this id (never an upsert).
-    async fn update(
-        &self,
-        id: &ProductId,
-        draft: &ProductDraft,
-        updated_at: DateTime<Utc>,
-    ) -> Result<Option<Product>, PortError>;
+    /// Replaces the client-controlled fields and `updated_at`, unless the
+    /// stored product was updated later than `update.updated_at`. Never an
+    /// upsert.
+    async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError>;
     async fn find_by_id(&self, id: &ProductId) -> Result<Option<Product>, PortError>;
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, PortError>;
     /// `false` when there was nothing to delete.
@@ -70,6 +68,13 @@ impl ProductCache for NoCache {
     async fn remove(&self, _id: &ProductId) -> Result<(), PortError> {
         Ok(())
     }
+}
+
+/// Sends write commands to the command pipeline (Kafka), returning once the
+/// pipeline has durably accepted them.
+#[async_trait]
+pub trait CommandPublisher: Send + Sync {
+    async fn publish(&self, command: &ProductCommand) -> Result<(), PortError>;
 }
 
 /// Makes new, unique product ids.

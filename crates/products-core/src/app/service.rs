@@ -1,4 +1,6 @@
-//! The use cases: create, update, get, search and delete products.
+//! The use cases: create, update, get, search and delete products directly
+//! (gRPC), submit writes as commands (REST, through Kafka) and apply commands
+//! (the Kafka consumer).
 //!
 //! Reads go cache-aside (cache, then repository, then fill the cache); writes
 //! go to the repository and invalidate the cache. A failing cache is logged
@@ -10,13 +12,17 @@ use crate::domain::{
     Product, ProductDraft, ProductId, SearchPage, SearchQuery, UnvalidatedProduct, ValidationErrors,
 };
 
-use super::{AppError, Clock, IdGenerator, InsertOutcome, ProductCache, ProductRepository};
+use super::{
+    AppError, ApplyOutcome, Clock, CommandPublisher, IdGenerator, InsertOutcome, ProductCache,
+    ProductCommand, ProductRepository, ProductUpdate, UpdateOutcome,
+};
 
 /// Entry point of every use case; cheap to clone and share across tasks.
 #[derive(Clone)]
 pub struct ProductService {
     repository: Arc<dyn ProductRepository>,
     cache: Arc<dyn ProductCache>,
+    publisher: Arc<dyn CommandPublisher>,
     ids: Arc<dyn IdGenerator>,
     clock: Arc<dyn Clock>,
 }
@@ -25,12 +31,14 @@ impl ProductService {
     pub fn new(
         repository: Arc<dyn ProductRepository>,
         cache: Arc<dyn ProductCache>,
+        publisher: Arc<dyn CommandPublisher>,
         ids: Arc<dyn IdGenerator>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             repository,
             cache,
+            publisher,
             ids,
             clock,
         }
@@ -39,8 +47,7 @@ impl ProductService {
     /// Validates, assigns a new id and timestamps, stores.
     #[tracing::instrument(name = "usecase.create_product", skip_all, err(level = "info"))]
     pub async fn create(&self, raw: UnvalidatedProduct) -> Result<Product, AppError> {
-        let draft = ProductDraft::parse(raw)?;
-        let product = Product::new(self.ids.next_id(), draft, self.clock.now());
+        let product = self.new_product(raw)?;
         match self.repository.insert(&product).await? {
             InsertOutcome::Inserted => Ok(product),
             // A fresh ObjectId colliding means the generator is broken.
@@ -54,19 +61,70 @@ impl ProductService {
     /// Replaces the fields of an existing product; NotFound if there is none.
     #[tracing::instrument(name = "usecase.update_product", skip(self, raw), err(level = "info"))]
     pub async fn update(&self, id: &str, raw: UnvalidatedProduct) -> Result<Product, AppError> {
-        let id = ProductId::parse(id).map_err(|m| ValidationErrors::single("productId", m));
-        let (id, draft) = match (id, ProductDraft::parse(raw)) {
-            (Ok(id), Ok(draft)) => (id, draft),
-            (Err(id_error), Err(field_errors)) => return Err(id_error.merged(field_errors).into()),
-            (Err(errors), _) | (_, Err(errors)) => return Err(errors.into()),
-        };
-        let updated = self
-            .repository
-            .update(&id, &draft, self.clock.now())
-            .await?
-            .ok_or_else(|| AppError::NotFound(id.clone()))?;
-        self.invalidate(&id).await;
-        Ok(updated)
+        let update = self.new_update(id, raw)?;
+        match self.repository.update(&update).await? {
+            UpdateOutcome::Applied(product) => {
+                self.invalidate(&update.id).await;
+                Ok(product)
+            }
+            UpdateOutcome::NotFound => Err(AppError::NotFound(update.id)),
+            // A concurrent write carried a later timestamp: last writer wins,
+            // so the current state is the answer.
+            UpdateOutcome::Stale => self.get(update.id.as_str()).await,
+        }
+    }
+
+    /// Validates a create and hands it to the command pipeline; the product
+    /// becomes readable once the consumer applies it.
+    #[tracing::instrument(name = "usecase.submit_create", skip_all, err(level = "info"))]
+    pub async fn submit_create(&self, raw: UnvalidatedProduct) -> Result<ProductId, AppError> {
+        let product = self.new_product(raw)?;
+        let id = product.id.clone();
+        self.publisher
+            .publish(&ProductCommand::Create(product))
+            .await?;
+        Ok(id)
+    }
+
+    /// Validates an update and hands it to the command pipeline.
+    #[tracing::instrument(name = "usecase.submit_update", skip(self, raw), err(level = "info"))]
+    pub async fn submit_update(
+        &self,
+        id: &str,
+        raw: UnvalidatedProduct,
+    ) -> Result<ProductId, AppError> {
+        let update = self.new_update(id, raw)?;
+        let id = update.id.clone();
+        self.publisher
+            .publish(&ProductCommand::Update(update))
+            .await?;
+        Ok(id)
+    }
+
+    /// Applies a command from the pipeline, idempotently. An update of a
+    /// product that does not exist (yet) is NotFound: its create may still be
+    /// on its way on the other topic, so the caller retries it.
+    #[tracing::instrument(
+        name = "usecase.apply_command",
+        skip_all,
+        fields(command = command.kind(), product_id = %command.product_id()),
+        err(level = "info")
+    )]
+    pub async fn apply(&self, command: &ProductCommand) -> Result<ApplyOutcome, AppError> {
+        match command {
+            ProductCommand::Create(product) => match self.repository.insert(product).await? {
+                InsertOutcome::Inserted => Ok(ApplyOutcome::Applied),
+                InsertOutcome::AlreadyExists => Ok(ApplyOutcome::Duplicate),
+            },
+            ProductCommand::Update(update) => match self.repository.update(update).await? {
+                UpdateOutcome::Applied(_) => {
+                    self.invalidate(&update.id).await;
+                    Ok(ApplyOutcome::Applied)
+                }
+                UpdateOutcome::Stale => Ok(ApplyOutcome::Duplicate),
+                UpdateOutcome::NotFound => Err(AppError::NotFound(update.id.clone())),
+            },
+        }
     }
 
     /// Reads one product, from the cache when it has it.
@@ -109,6 +167,24 @@ impl ProductService {
     /// Whether the database answers (for readiness and health checks).
     pub async fn database_ready(&self) -> Result<(), AppError> {
         Ok(self.repository.ping().await?)
+    }
+
+    fn new_product(&self, raw: UnvalidatedProduct) -> Result<Product, AppError> {
+        let draft = ProductDraft::parse(raw)?;
+        Ok(Product::new(self.ids.next_id(), draft, self.clock.now()))
+    }
+
+    fn new_update(&self, id: &str, raw: UnvalidatedProduct) -> Result<ProductUpdate, AppError> {
+        let id = ProductId::parse(id).map_err(|m| ValidationErrors::single("productId", m));
+        match (id, ProductDraft::parse(raw)) {
+            (Ok(id), Ok(draft)) => Ok(ProductUpdate {
+                id,
+                draft,
+                updated_at: self.clock.now(),
+            }),
+            (Err(id_error), Err(field_errors)) => Err(id_error.merged(field_errors).into()),
+            (Err(errors), _) | (_, Err(errors)) => Err(errors.into()),
+        }
     }
 
     async fn invalidate(&self, id: &ProductId) {

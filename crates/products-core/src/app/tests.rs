@@ -10,6 +10,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+
 use futures::executor::block_on;
 
 use super::*;
@@ -44,18 +45,22 @@ impl ProductRepository for InMemoryRepository {
         Ok(InsertOutcome::Inserted)
     }
 
-    async fn update(
-        &self,
-        id: &ProductId,
-        draft: &ProductDraft,
-        updated_at: DateTime<Utc>,
-    ) -> Result<Option<Product>, PortError> {
+    async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError> {
         self.check_up()?;
         let mut products = self.products.lock().unwrap();
-        Ok(products.get_mut(id).map(|p| {
-            *p = Product::from_draft(id.clone(), draft.clone(), p.created_at, updated_at);
-            p.clone()
-        }))
+        let Some(stored) = products.get_mut(&update.id) else {
+            return Ok(UpdateOutcome::NotFound);
+        };
+        if stored.updated_at > update.updated_at {
+            return Ok(UpdateOutcome::Stale);
+        }
+        *stored = Product::from_draft(
+            update.id.clone(),
+            update.draft.clone(),
+            stored.created_at,
+            update.updated_at,
+        );
+        Ok(UpdateOutcome::Applied(stored.clone()))
     }
 
     async fn find_by_id(&self, id: &ProductId) -> Result<Option<Product>, PortError> {
@@ -141,6 +146,23 @@ impl ProductCache for InMemoryCache {
 }
 
 #[derive(Default)]
+struct RecordingPublisher {
+    commands: Mutex<Vec<ProductCommand>>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl CommandPublisher for RecordingPublisher {
+    async fn publish(&self, command: &ProductCommand) -> Result<(), PortError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PortError::Unavailable("broker down".into()));
+        }
+        self.commands.lock().unwrap().push(command.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
 struct SequentialIds(AtomicU32);
 
 impl IdGenerator for SequentialIds {
@@ -150,11 +172,14 @@ impl IdGenerator for SequentialIds {
     }
 }
 
-struct FixedClock(DateTime<Utc>);
+/// Starts at a fixed instant and advances one second per reading.
+struct SteppingClock(Mutex<DateTime<Utc>>);
 
-impl Clock for FixedClock {
+impl Clock for SteppingClock {
     fn now(&self) -> DateTime<Utc> {
-        self.0
+        let mut now = self.0.lock().unwrap();
+        *now += chrono::Duration::seconds(1);
+        *now
     }
 }
 
@@ -162,15 +187,20 @@ struct Fixture {
     service: ProductService,
     repository: Arc<InMemoryRepository>,
     cache: Arc<InMemoryCache>,
+    publisher: Arc<RecordingPublisher>,
 }
 
 fn fixture() -> Fixture {
     let repository = Arc::new(InMemoryRepository::default());
     let cache = Arc::new(InMemoryCache::default());
-    let clock = FixedClock(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
+    let publisher = Arc::new(RecordingPublisher::default());
+    let clock = SteppingClock(Mutex::new(
+        Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    ));
     let service = ProductService::new(
         repository.clone(),
         cache.clone(),
+        publisher.clone(),
         Arc::new(SequentialIds::default()),
         Arc::new(clock),
     );
@@ -178,6 +208,7 @@ fn fixture() -> Fixture {
         service,
         repository,
         cache,
+        publisher,
     }
 }
 
@@ -312,4 +343,99 @@ fn invalid_id_is_a_validation_error() {
     let f = fixture();
     let err = block_on(f.service.get("ObjectID(\"x\")")).unwrap_err();
     assert!(matches!(err, AppError::Validation(_)));
+}
+
+#[test]
+fn submit_create_publishes_a_valid_product_and_stores_nothing() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Queued lamp"))).unwrap();
+    let commands = f.publisher.commands.lock().unwrap();
+    let [ProductCommand::Create(product)] = commands.as_slice() else {
+        panic!("expected one create, got {commands:?}")
+    };
+    assert_eq!(product.id, id);
+    assert!(f.repository.products.lock().unwrap().is_empty());
+}
+
+#[test]
+fn submit_rejects_invalid_input_without_publishing() {
+    let f = fixture();
+    assert!(block_on(f.service.submit_create(UnvalidatedProduct::default())).is_err());
+    assert!(block_on(f.service.submit_update("bad", raw("ok name"))).is_err());
+    assert!(f.publisher.commands.lock().unwrap().is_empty());
+}
+
+#[test]
+fn submit_with_broker_down_is_unavailable() {
+    let f = fixture();
+    f.publisher.down.store(true, Ordering::SeqCst);
+    let err = block_on(f.service.submit_create(raw("Lamp"))).unwrap_err();
+    assert!(err.is_transient());
+}
+
+#[test]
+fn applying_a_create_twice_is_a_duplicate() {
+    let f = fixture();
+    block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    let command = f.publisher.commands.lock().unwrap()[0].clone();
+    assert_eq!(
+        block_on(f.service.apply(&command)).unwrap(),
+        ApplyOutcome::Applied
+    );
+    assert_eq!(
+        block_on(f.service.apply(&command)).unwrap(),
+        ApplyOutcome::Duplicate
+    );
+    assert_eq!(f.repository.products.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn an_older_update_never_overwrites_a_newer_one() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp v0"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp v1"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp v2"))).unwrap();
+    let commands = f.publisher.commands.lock().unwrap().clone();
+    block_on(f.service.apply(&commands[0])).unwrap();
+    assert_eq!(
+        block_on(f.service.apply(&commands[2])).unwrap(),
+        ApplyOutcome::Applied
+    );
+    // v1 replayed after v2: superseded.
+    assert_eq!(
+        block_on(f.service.apply(&commands[1])).unwrap(),
+        ApplyOutcome::Duplicate
+    );
+    let stored = block_on(f.service.get(id.as_str())).unwrap();
+    assert_eq!(stored.name.as_str(), "Lamp v2");
+}
+
+#[test]
+fn an_update_before_its_create_is_not_found_then_applies() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp renamed"))).unwrap();
+    let commands = f.publisher.commands.lock().unwrap().clone();
+    let err = block_on(f.service.apply(&commands[1])).unwrap_err();
+    assert!(matches!(err, AppError::NotFound(_)));
+    block_on(f.service.apply(&commands[0])).unwrap();
+    assert_eq!(
+        block_on(f.service.apply(&commands[1])).unwrap(),
+        ApplyOutcome::Applied
+    );
+}
+
+#[test]
+fn applying_an_update_invalidates_the_cache() {
+    let f = fixture();
+    let product = block_on(f.service.create(raw("Lamp"))).unwrap();
+    block_on(f.service.get(product.id.as_str())).unwrap();
+    block_on(
+        f.service
+            .submit_update(product.id.as_str(), raw("Lamp renamed")),
+    )
+    .unwrap();
+    let command = f.publisher.commands.lock().unwrap()[0].clone();
+    block_on(f.service.apply(&command)).unwrap();
+    assert!(!f.cache.entries.lock().unwrap().contains_key(&product.id));
 }

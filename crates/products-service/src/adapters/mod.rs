@@ -3,7 +3,10 @@
 //! - [`mongo`]: `ProductRepository` on MongoDB (or a wire-compatible server).
 //! - [`redis_cache`]: `ProductCache` on Redis, degrading to "miss" when down.
 //! - [`object_id`]: `IdGenerator` producing MongoDB ObjectIds.
+//! - [`kafka`]: `CommandPublisher` on Kafka, the command consumer, the
+//!   dead-letter queue and its replay.
 
+pub mod kafka;
 pub mod mongo;
 pub mod object_id;
 pub mod redis_cache;

@@ -17,10 +17,10 @@ use mongodb::{
     Client, Collection, Database, IndexModel,
 };
 use products_core::{
-    app::{InsertOutcome, PortError, ProductRepository},
+    app::{InsertOutcome, PortError, ProductRepository, ProductUpdate, UpdateOutcome},
     domain::{
-        CategoryId, Description, HttpUrl, Price, Product, ProductDraft, ProductId, ProductName,
-        Quantity, Rating, SearchPage, SearchQuery,
+        CategoryId, Description, HttpUrl, Price, Product, ProductId, ProductName, Quantity, Rating,
+        SearchPage, SearchQuery,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -107,14 +107,10 @@ impl ProductRepository for MongoProductRepository {
         }
     }
 
-    #[tracing::instrument(name = "mongo.update", skip_all, fields(db.system = "mongodb", db.operation = "findAndModify", product_id = %id), err)]
-    async fn update(
-        &self,
-        id: &ProductId,
-        draft: &ProductDraft,
-        updated_at: DateTime<Utc>,
-    ) -> Result<Option<Product>, PortError> {
+    #[tracing::instrument(name = "mongo.update", skip_all, fields(db.system = "mongodb", db.operation = "findAndModify", product_id = %update.id), err)]
+    async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError> {
         let started = Instant::now();
+        let draft = &update.draft;
         let mut set = doc! {
             "categoryId": ObjectId::from_bytes(draft.category_id.to_bytes()),
             "name": draft.name.as_str(),
@@ -123,23 +119,42 @@ impl ProductRepository for MongoProductRepository {
             "photos": draft.photos.iter().map(HttpUrl::as_str).collect::<Vec<_>>(),
             "quantity": draft.quantity.value(),
             "rating": draft.rating.value(),
-            "updatedAt": mongodb::bson::DateTime::from_millis(updated_at.timestamp_millis()),
+            "updatedAt": bson_date(update.updated_at),
         };
-        let update = match &draft.image_url {
+        let changes = match &draft.image_url {
             Some(url) => {
                 set.insert("imageUrl", url.as_str());
                 doc! { "$set": set }
             }
             None => doc! { "$set": set, "$unset": { "imageUrl": "" } },
         };
+        // Conditional on the version, so a replayed or older update never
+        // overwrites a newer state; one round trip in the common case.
+        let id = object_id(&update.id);
         let result = self
             .products
-            .find_one_and_update(doc! { "_id": object_id(id) }, update)
+            .find_one_and_update(
+                doc! { "_id": id, "updatedAt": { "$lte": bson_date(update.updated_at) } },
+                changes,
+            )
             .return_document(ReturnDocument::After)
             .upsert(false)
             .await;
         observe("update", started);
-        result.map_err(port_error)?.map(from_document).transpose()
+        if let Some(document) = result.map_err(port_error)? {
+            return Ok(UpdateOutcome::Applied(from_document(document)?));
+        }
+        let exists = self
+            .products
+            .count_documents(doc! { "_id": id })
+            .await
+            .map_err(port_error)?
+            > 0;
+        Ok(if exists {
+            UpdateOutcome::Stale
+        } else {
+            UpdateOutcome::NotFound
+        })
     }
 
     #[tracing::instrument(name = "mongo.find_by_id", skip_all, fields(db.system = "mongodb", db.operation = "find", product_id = %id), err)]
@@ -229,6 +244,10 @@ fn literal_pattern(text: &str) -> String {
     pattern
 }
 
+fn bson_date(t: DateTime<Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(t.timestamp_millis())
+}
+
 fn object_id(id: &ProductId) -> ObjectId {
     ObjectId::from_bytes(id.to_bytes())
 }
@@ -244,8 +263,8 @@ fn to_document(p: &Product) -> ProductDocument {
         photos: p.photos.iter().map(ToString::to_string).collect(),
         quantity: p.quantity.value(),
         rating: p.rating.value(),
-        created_at: mongodb::bson::DateTime::from_millis(p.created_at.timestamp_millis()),
-        updated_at: mongodb::bson::DateTime::from_millis(p.updated_at.timestamp_millis()),
+        created_at: bson_date(p.created_at),
+        updated_at: bson_date(p.updated_at),
     }
 }
 

@@ -1,6 +1,10 @@
 //! Wire formats shared by several edges: the public Product JSON (REST bodies,
-//! Kafka payloads, Redis cache entries) and its tolerant decoder.
+//! Redis cache entries) and the Kafka command payloads built on it, with
+//! decoders that report every bad field.
 
+mod command_json;
+mod fields;
 mod product_json;
 
+pub use command_json::{decode_command, encode_command, CommandKind, MessageOrigin};
 pub use product_json::{decode_product_input, DecodeError, ProductJson};

@@ -7,11 +7,12 @@
 
 use chrono::{DateTime, Utc};
 use products_core::domain::{
-    CategoryId, Description, FieldError, HttpUrl, Price, Product, ProductId, ProductName, Quantity,
-    Rating, UnvalidatedProduct, ValidationErrors,
+    CategoryId, Description, HttpUrl, Price, Product, ProductId, ProductName, Quantity, Rating,
+    UnvalidatedProduct, ValidationErrors,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
+use super::fields::{parse_object, Fields};
 
 /// A product as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -100,101 +101,11 @@ pub enum DecodeError {
 /// error for every field of the wrong JSON type. Unknown fields are ignored
 /// (as the Go original did); `null` counts as absent.
 pub fn decode_product_input(body: &[u8]) -> Result<UnvalidatedProduct, DecodeError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Syntax(e.to_string()))?;
-    let Value::Object(object) = value else {
-        return Err(DecodeError::NotAnObject);
-    };
-    let mut errors = Vec::new();
-    let mut fields = Fields {
-        object: &object,
-        errors: &mut errors,
-    };
-    let input = UnvalidatedProduct {
-        category_id: fields.string("categoryId"),
-        name: fields.string("name"),
-        description: fields.string("description"),
-        price: fields.number("price"),
-        image_url: fields.string("imageUrl"),
-        photos: fields.strings("photos"),
-        quantity: fields.integer("quantity"),
-        rating: fields.integer("rating"),
-    };
-    match ValidationErrors::from_fields(errors) {
-        None => Ok(input),
-        Some(errors) => Err(errors.into()),
-    }
-}
-
-struct Fields<'a> {
-    object: &'a Map<String, Value>,
-    errors: &'a mut Vec<FieldError>,
-}
-
-impl<'a> Fields<'a> {
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.object.get(key).filter(|v| !v.is_null())
-    }
-
-    fn wrong_type(&mut self, key: &str, expected: &str) {
-        self.errors
-            .push(FieldError::new(key, format!("must be {expected}")));
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        match self.get(key)? {
-            Value::String(s) => Some(s.clone()),
-            _ => {
-                self.wrong_type(key, "a string");
-                None
-            }
-        }
-    }
-
-    fn number(&mut self, key: &str) -> Option<f64> {
-        match self.get(key)?.as_f64() {
-            Some(n) => Some(n),
-            None => {
-                self.wrong_type(key, "a number");
-                None
-            }
-        }
-    }
-
-    fn integer(&mut self, key: &str) -> Option<i64> {
-        let value = self.get(key)?;
-        // Accept 3.0 but not 3.5: JSON has one number type.
-        let as_int = value.as_i64().or_else(|| {
-            value
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        });
-        if as_int.is_none() {
-            self.wrong_type(key, "an integer");
-        }
-        as_int
-    }
-
-    fn strings(&mut self, key: &str) -> Vec<String> {
-        match self.get(key) {
-            None => Vec::new(),
-            Some(Value::Array(items)) => {
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => out.push(s.clone()),
-                        _ => self.wrong_type(&format!("{key}[{i}]"), "a string"),
-                    }
-                }
-                out
-            }
-            Some(_) => {
-                self.wrong_type(key, "an array of strings");
-                Vec::new()
-            }
-        }
-    }
+    let object = parse_object(body)?;
+    let mut fields = Fields::new(&object);
+    let input = fields.product_input();
+    fields.finish()?;
+    Ok(input)
 }
 
 #[cfg(test)]

@@ -11,8 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    adapters::mongo::MongoProductRepository,
-    api::grpc::pb::products_service_server::ProductsServiceServer, api::grpc::ProductsGrpc,
+    adapters::{
+        kafka::{consumer::CommandConsumer, dead_letter::DeadLetterWriter, topics::ensure_topics},
+        mongo::MongoProductRepository,
+    },
+    api::grpc::pb::products_service_server::ProductsServiceServer,
+    api::grpc::ProductsGrpc,
+    config::KafkaSettings,
 };
 
 pub struct Tasks {
@@ -39,6 +44,12 @@ impl Tasks {
         });
     }
 
+    /// Runs `task` to completion; it must watch the shutdown token itself
+    /// (for work that has to wind down gracefully, like the consumer).
+    pub fn spawn_graceful(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.set.spawn(task);
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         while self.set.join_next().await.is_some() {}
@@ -60,6 +71,35 @@ pub async fn ensure_indexes(repository: Arc<MongoProductRepository>) {
         .await;
     if result.is_ok() {
         tracing::info!("indexes ready");
+    }
+}
+
+/// Creates the Kafka topics (retrying while the broker is unreachable), then
+/// runs the command consumer until shutdown.
+pub async fn run_command_pipeline(
+    settings: KafkaSettings,
+    products: ProductService,
+    dead_letters: DeadLetterWriter,
+    shutdown: CancellationToken,
+) {
+    let backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    let topics = (|| ensure_topics(&settings)).retry(backoff).notify(
+        |err, delay| tracing::warn!(error = %err, ?delay, "creating topics failed; retrying"),
+    );
+    tokio::select! {
+        result = topics => if result.is_err() { return },
+        () = shutdown.cancelled() => return,
+    }
+    if !settings.consumer.enabled {
+        tracing::info!("command consumer disabled by configuration");
+        return;
+    }
+    match CommandConsumer::new(&settings, products, dead_letters, shutdown) {
+        Ok(consumer) => consumer.run().await,
+        Err(err) => tracing::error!(error = %err, "cannot start the command consumer"),
     }
 }
 

@@ -21,7 +21,13 @@ pub use signals::shutdown_on_signal;
 
 use crate::{
     adapters::{
-        mongo::MongoProductRepository, object_id::ObjectIdGenerator, redis_cache::RedisProductCache,
+        kafka::{
+            dead_letter::DeadLetterWriter,
+            publisher::{self, KafkaCommandPublisher},
+        },
+        mongo::MongoProductRepository,
+        object_id::ObjectIdGenerator,
+        redis_cache::RedisProductCache,
     },
     api::{
         grpc::{pb, ProductsGrpc},
@@ -38,6 +44,7 @@ pub struct Application {
     metrics_listener: TcpListener,
     products: ProductService,
     repository: Arc<MongoProductRepository>,
+    publisher: Arc<KafkaCommandPublisher>,
     readiness: Arc<Readiness>,
 }
 
@@ -71,9 +78,18 @@ impl Application {
         } else {
             Arc::new(NoCache)
         };
+        let publisher = Arc::new(
+            KafkaCommandPublisher::new(&settings.kafka).context("invalid Kafka settings")?,
+        );
+        let probe_kafka = publisher.clone();
+        probes.push(Probe::new("kafka", move || {
+            let kafka = probe_kafka.clone();
+            async move { kafka.ping().await }
+        }));
         let products = ProductService::new(
             repository.clone(),
             cache,
+            publisher.clone(),
             Arc::new(ObjectIdGenerator),
             Arc::new(SystemClock),
         );
@@ -91,6 +107,7 @@ impl Application {
             settings,
             products,
             repository,
+            publisher,
             readiness,
         })
     }
@@ -117,12 +134,22 @@ impl Application {
             metrics_listener,
             products,
             repository,
+            publisher,
             readiness,
         } = self;
         let registry = telemetry::metrics::registry();
         let mut background = background::Tasks::new(shutdown.clone());
         background.spawn(background::ensure_indexes(repository.clone()));
         background.spawn(async move { registry.run_upkeep(Duration::from_secs(5)).await });
+
+        let dead_letters =
+            DeadLetterWriter::new(publisher::producer(&settings.kafka)?, &settings.kafka);
+        background.spawn_graceful(background::run_command_pipeline(
+            settings.kafka.clone(),
+            products.clone(),
+            dead_letters,
+            shutdown.clone(),
+        ));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         background.spawn(background::report_grpc_health(
@@ -181,6 +208,7 @@ impl Application {
             }
         };
         background.stop().await;
+        publisher.flush(Duration::from_secs(5));
         tracing::info!("stopped");
         result
     }

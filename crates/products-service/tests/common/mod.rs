@@ -88,6 +88,14 @@ pub fn test_settings() -> Settings {
     settings.redis.url = REDIS_URL.to_owned();
     settings.redis.key_prefix = format!("{}:", unique("test"));
     settings.kafka.brokers = KAFKA.to_owned();
+    let run = unique("test");
+    settings.kafka.group_id = format!("{run}_group");
+    settings.kafka.topics.create = format!("{run}_create-product");
+    settings.kafka.topics.update = format!("{run}_update-product");
+    settings.kafka.topics.dead_letter = format!("{run}_dead-letter-queue");
+    // Fast retries keep failure tests short; the budget still spans seconds.
+    settings.kafka.consumer.retry_initial_backoff_ms = 50;
+    settings.kafka.consumer.retry_max_backoff_ms = 1000;
     settings.shutdown_timeout_secs = 5;
     settings
 }

@@ -1,6 +1,10 @@
 //! Product fixtures shared by the API tests.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{json, Value};
+
+use super::TestApp;
 
 pub const CATEGORY: &str = "65a1f0c2e4b0a1b2c3d4e5f7";
 
@@ -29,4 +33,62 @@ pub fn cause_fields(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// POSTs a product (202 Accepted, through Kafka) and waits until the
+/// consumer applied it; returns it as `GET` answers.
+pub async fn create_product(app: &TestApp, body: &Value) -> Value {
+    let response = app
+        .client
+        .post(app.url("/api/v1/products"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let accepted: Value = response.json().await.unwrap();
+    let id = accepted["productId"].as_str().unwrap().to_owned();
+    wait_for_product(app, &id, |_| true).await
+}
+
+/// Polls `GET /api/v1/products/{id}` until it answers 200 with a product
+/// that satisfies `condition`, and returns that product.
+pub async fn wait_for_product(
+    app: &TestApp,
+    id: &str,
+    condition: impl Fn(&Value) -> bool,
+) -> Value {
+    let url = app.url(&format!("/api/v1/products/{id}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(response) = app.client.get(&url).send().await {
+            let status = response.status();
+            if status == 200 {
+                let product: Value = response.json().await.unwrap();
+                if condition(&product) {
+                    return product;
+                }
+                last = Some(product.to_string());
+            } else {
+                last = Some(status.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("product {id} not as expected within 30 s; last answer: {last:?}")
+}
+
+/// PUTs new fields (202 Accepted) and waits until the change is visible.
+pub async fn update_product(app: &TestApp, id: &str, body: &Value) -> Value {
+    let response = app
+        .client
+        .put(app.url(&format!("/api/v1/products/{id}")))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let name = body["name"].clone();
+    wait_for_product(app, id, |p| p["name"] == name).await
 }

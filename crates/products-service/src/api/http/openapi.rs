@@ -14,7 +14,7 @@ use crate::codec::ProductJson;
 #[openapi(
     info(
         title = "products-service",
-        description = "Product catalog: REST API (gRPC and Kafka are described in the README).",
+        description = "Product catalog. Reads answer from MongoDB (cached in Redis); writes are validated, then accepted into the Kafka command pipeline (202) and applied by the consumer group. gRPC and Kafka are described in the README.",
     ),
     paths(
         products::create,
@@ -29,6 +29,7 @@ use crate::codec::ProductJson;
         ProductJson,
         products::ProductInput,
         products::SearchResponse,
+        products::AcceptedResponse,
         error::ErrorBody,
         error::Cause,
         health::HealthBody,

@@ -15,6 +15,25 @@ use super::{
 };
 use crate::codec::ProductJson;
 
+/// A write accepted into the command pipeline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedResponse {
+    /// Poll `GET /api/v1/products/{productId}` to see it applied.
+    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f6")]
+    pub product_id: String,
+}
+
+fn accepted(id: &products_core::domain::ProductId) -> impl IntoResponse {
+    (
+        StatusCode::ACCEPTED,
+        [(LOCATION, format!("/api/v1/products/{id}"))],
+        Json(AcceptedResponse {
+            product_id: id.to_string(),
+        }),
+    )
+}
+
 /// A page of search results.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -73,25 +92,20 @@ pub struct ProductInput {
     post, path = "/api/v1/products", tag = "products",
     request_body(content = ProductInput, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created", body = ProductJson,
-            headers(("Location" = String, description = "URL of the new product"))),
+        (status = 202, description = "Accepted into the command pipeline; applied shortly", body = AcceptedResponse,
+            headers(("Location" = String, description = "URL of the product once applied"))),
         (status = 400, description = "Invalid input; every bad field is listed", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable; nothing was accepted", body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<AppState>,
     ProductBody(input): ProductBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    let product = state.products.create(input).await?;
-    let location = format!("/api/v1/products/{}", product.id);
-    Ok((
-        StatusCode::CREATED,
-        [(LOCATION, location)],
-        Json(ProductJson::from(&product)),
-    ))
+    let id = state.products.submit_create(input).await?;
+    Ok(accepted(&id))
 }
 
 #[utoipa::path(
@@ -99,21 +113,21 @@ pub async fn create(
     params(("id" = String, Path, description = "24-hex ObjectId of the product")),
     request_body(content = ProductInput, content_type = "application/json"),
     responses(
-        (status = 200, description = "Updated", body = ProductJson),
+        (status = 202, description = "Accepted into the command pipeline; applied shortly (an update of a product that never appears is dead-lettered)", body = AcceptedResponse,
+            headers(("Location" = String, description = "URL of the product"))),
         (status = 400, description = "Invalid id or input", body = ErrorBody),
-        (status = 404, description = "No such product", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable; nothing was accepted", body = ErrorBody),
     )
 )]
 pub async fn update(
     State(state): State<AppState>,
     IdParam(id): IdParam,
     ProductBody(input): ProductBody,
-) -> Result<Json<ProductJson>, ApiError> {
-    let product = state.products.update(&id, input).await?;
-    Ok(Json(ProductJson::from(&product)))
+) -> Result<impl IntoResponse, ApiError> {
+    let id = state.products.submit_update(&id, input).await?;
+    Ok(accepted(&id))
 }
 
 #[utoipa::path(

@@ -1,0 +1,492 @@
+//! The command consumer (`products_group`): reads the create and update
+//! topics and applies each command through the use cases.
+//!
+//! Design (see RUST-NOTES.md): one receive loop polls the consumer and never
+//! blocks; each assigned partition gets a worker task fed by a bounded
+//! channel, so partitions run concurrently and each keeps its order. When a
+//! worker falls behind (a retry in progress, a slow database) its channel
+//! fills, the loop parks the overflow and pauses that partition, and resumes
+//! it once the worker catches up. Nothing is skipped.
+//!
+//! Offsets: auto-commit is on but only *stored* offsets are committed, and a
+//! worker stores an offset only after its message was applied (or found
+//! already applied) or written to the dead-letter queue. A crash anywhere
+//! re-reads from the last stored offset; applying is idempotent.
+//!
+//! Rebalance: before partitions are revoked, their workers stop taking new
+//! messages, finish the attempt in progress and store it; queued messages are
+//! left for the next owner. Shutdown: the loop stops, workers drain their
+//! queues (retries are abandoned, not dead-lettered), offsets are committed,
+//! the consumer leaves the group.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{mpsc as std_mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use backon::BackoffBuilder;
+use products_core::app::{AppError, ApplyOutcome, ProductService};
+use rdkafka::{
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
+    message::{OwnedHeaders, OwnedMessage},
+    ClientContext, Message, TopicPartitionList,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::{
+    dead_letter::{DeadLetterWriter, Failure},
+    headers,
+};
+use crate::{
+    codec::{decode_command, CommandKind, MessageOrigin},
+    config::KafkaSettings,
+};
+
+type TopicPartition = (String, i32);
+type Consumer_ = StreamConsumer<PipelineContext>;
+
+/// How long a revocation waits for workers to finish their current message.
+const REVOKE_GRACE: Duration = Duration::from_secs(10);
+
+/// A partition's worker, as the receive loop and the rebalance hook see it.
+struct PartitionWorker {
+    sender: mpsc::Sender<OwnedMessage>,
+    /// Messages received while the channel was full, in order.
+    overflow: VecDeque<OwnedMessage>,
+    paused: bool,
+    /// Cancelled on revocation: stop after the attempt in progress.
+    revoked: CancellationToken,
+    /// Disconnects when the worker task ends.
+    finished: std_mpsc::Receiver<()>,
+}
+
+#[derive(Default)]
+struct Workers(Mutex<HashMap<TopicPartition, PartitionWorker>>);
+
+impl Workers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, PartitionWorker>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Rebalance hooks: runs on the thread that polls the consumer.
+pub struct PipelineContext {
+    workers: Arc<Workers>,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(partitions) = rebalance else {
+            return;
+        };
+        let revoked: Vec<PartitionWorker> = {
+            let mut workers = self.workers.lock();
+            partitions
+                .elements()
+                .iter()
+                .filter_map(|e| workers.remove(&(e.topic().to_owned(), e.partition())))
+                .collect()
+        };
+        tracing::info!(
+            partitions = revoked.len(),
+            "partitions revoked; finishing in-flight work"
+        );
+        // Blocking here is intended: the partitions must not change hands
+        // before their in-flight offsets are stored. Workers run on other
+        // runtime threads.
+        let deadline = Instant::now() + REVOKE_GRACE;
+        for worker in revoked {
+            worker.revoked.cancel();
+            drop(worker.sender);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(std_mpsc::RecvTimeoutError::Timeout) = worker.finished.recv_timeout(left) {
+                tracing::warn!("worker still busy after revocation grace period");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
+            // A partition paused under a previous assignment must not stay paused.
+            if let Err(err) = consumer.resume(partitions) {
+                tracing::warn!(error = %err, "cannot resume assigned partitions");
+            }
+        }
+    }
+}
+
+/// Everything a worker needs, shared.
+struct Pipeline {
+    consumer: Arc<Consumer_>,
+    products: ProductService,
+    dead_letters: DeadLetterWriter,
+    create_topic: String,
+    retry: backon::ExponentialBuilder,
+    shutdown: CancellationToken,
+}
+
+pub struct CommandConsumer {
+    pipeline: Arc<Pipeline>,
+    workers: Arc<Workers>,
+    partition_buffer: usize,
+}
+
+impl CommandConsumer {
+    pub fn new(
+        settings: &KafkaSettings,
+        products: ProductService,
+        dead_letters: DeadLetterWriter,
+        shutdown: CancellationToken,
+    ) -> Result<Self, KafkaError> {
+        let workers = Arc::new(Workers::default());
+        let consumer: Consumer_ = super::client_config(settings)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by the workers, after the work is done.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
+            .create_with_context(PipelineContext {
+                workers: workers.clone(),
+            })?;
+        consumer.subscribe(&[&settings.topics.create, &settings.topics.update])?;
+        let c = &settings.consumer;
+        let retry = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(c.retry_initial_backoff_ms))
+            .with_max_delay(Duration::from_millis(c.retry_max_backoff_ms))
+            .with_max_times(c.retry_max_attempts.saturating_sub(1))
+            .with_jitter();
+        Ok(Self {
+            pipeline: Arc::new(Pipeline {
+                consumer: Arc::new(consumer),
+                products,
+                dead_letters,
+                create_topic: settings.topics.create.clone(),
+                retry,
+                shutdown,
+            }),
+            workers,
+            partition_buffer: c.partition_buffer.max(1),
+        })
+    }
+
+    /// The receive loop; returns after a graceful shutdown.
+    pub async fn run(self) {
+        let shutdown = self.pipeline.shutdown.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.pipeline.consumer.recv() => match received {
+                    Ok(message) => self.dispatch(message.detach(), &mut tasks),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "kafka consumer error");
+                        metrics::counter!("kafka_consumer_errors_total").increment(1);
+                    }
+                },
+                _ = tick.tick() => self.drain_overflow(),
+            }
+            // Reap finished workers so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+        }
+        self.stop(tasks).await;
+    }
+
+    /// Hands a message to its partition's worker, starting one if needed;
+    /// parks it and pauses the partition if the worker is full.
+    fn dispatch(&self, message: OwnedMessage, tasks: &mut tokio::task::JoinSet<()>) {
+        let key = (message.topic().to_owned(), message.partition());
+        let mut workers = self.workers.lock();
+        let worker = workers
+            .entry(key.clone())
+            .or_insert_with(|| self.spawn_worker(&key, tasks));
+        if !worker.overflow.is_empty() {
+            worker.overflow.push_back(message);
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(message)) = worker.sender.try_send(message) {
+            worker.overflow.push_back(message);
+            if !worker.paused {
+                worker.paused = self.set_paused(&key, true);
+            }
+        }
+    }
+
+    /// Moves parked messages into workers that have room again; resumes
+    /// partitions whose backlog is gone.
+    fn drain_overflow(&self) {
+        let mut workers = self.workers.lock();
+        for (key, worker) in workers.iter_mut() {
+            while let Some(message) = worker.overflow.pop_front() {
+                match worker.sender.try_send(message) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(message))
+                    | Err(mpsc::error::TrySendError::Closed(message)) => {
+                        worker.overflow.push_front(message);
+                        break;
+                    }
+                }
+            }
+            if worker.paused && worker.overflow.is_empty() {
+                worker.paused = !self.set_paused(key, false);
+            }
+        }
+    }
+
+    /// Pauses or resumes one partition; true if it worked.
+    fn set_paused(&self, (topic, partition): &TopicPartition, pause: bool) -> bool {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, *partition);
+        let result = if pause {
+            self.pipeline.consumer.pause(&tpl)
+        } else {
+            self.pipeline.consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => {
+                tracing::debug!(topic, partition, pause, "partition flow control");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(topic, partition, error = %err, "pause/resume failed");
+                false
+            }
+        }
+    }
+
+    fn spawn_worker(
+        &self,
+        (topic, partition): &TopicPartition,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) -> PartitionWorker {
+        let (sender, receiver) = mpsc::channel(self.partition_buffer);
+        let (finished_tx, finished) = std_mpsc::sync_channel(0);
+        let revoked = CancellationToken::new();
+        let pipeline = self.pipeline.clone();
+        let abandon = revoked.clone();
+        let span = tracing::info_span!("partition_worker", topic, partition);
+        tasks.spawn(
+            async move {
+                pipeline.work(receiver, abandon).await;
+                drop(finished_tx);
+            }
+            .instrument(span),
+        );
+        PartitionWorker {
+            sender,
+            overflow: VecDeque::new(),
+            paused: false,
+            revoked,
+            finished,
+        }
+    }
+
+    /// Graceful stop: workers finish what they were given, then the stored
+    /// offsets are committed and the consumer leaves the group.
+    async fn stop(self, mut tasks: tokio::task::JoinSet<()>) {
+        let parked: usize = {
+            let mut workers = self.workers.lock();
+            let parked = workers.values().map(|w| w.overflow.len()).sum();
+            workers.clear(); // closes every channel
+            parked
+        };
+        tracing::info!(parked, "consumer stopping; draining partition workers");
+        while tasks.join_next().await.is_some() {}
+        let consumer = self.pipeline.consumer.clone();
+        drop(self);
+        let closed = tokio::task::spawn_blocking(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(())
+                | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(err) => tracing::warn!(error = %err, "final offset commit failed"),
+            }
+            consumer.unsubscribe();
+            // Dropping closes the consumer (blocking: it leaves the group).
+            drop(consumer);
+        })
+        .await;
+        if let Err(err) = closed {
+            tracing::warn!(error = %err, "closing the consumer failed");
+        }
+        tracing::info!("consumer stopped");
+    }
+}
+
+/// How handling one message ended.
+enum Handled {
+    /// Applied, already applied, or dead-lettered: its offset may be stored.
+    Done,
+    /// Given up because of revocation or shutdown: leave it for redelivery.
+    Abandoned,
+}
+
+impl Pipeline {
+    async fn work(&self, mut receiver: mpsc::Receiver<OwnedMessage>, revoked: CancellationToken) {
+        loop {
+            let message = tokio::select! {
+                biased;
+                () = revoked.cancelled() => break,
+                message = receiver.recv() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            match self.handle(&message, &revoked).await {
+                Handled::Done => {
+                    if let Err(err) = self.consumer.store_offset(
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                    ) {
+                        // The partition is no longer ours: its next owner
+                        // re-reads this message, and applying it again is a no-op.
+                        tracing::info!(error = %err, "offset not stored (partition lost)");
+                        break;
+                    }
+                }
+                Handled::Abandoned => break,
+            }
+        }
+    }
+
+    /// Decodes and applies one message, retrying transient failures with
+    /// backoff; invalid or exhausted messages go to the dead-letter queue.
+    async fn handle(&self, message: &OwnedMessage, revoked: &CancellationToken) -> Handled {
+        let headers = message.headers().map(OwnedHeaders::as_borrowed);
+        let span = tracing::info_span!(
+            "kafka.consume",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = message.topic(),
+            messaging.kafka.partition = message.partition(),
+            messaging.kafka.offset = message.offset(),
+            messaging.message.id = headers::text(headers, headers::MESSAGE_ID),
+        );
+        if let Err(err) = span.set_parent(headers::trace_context(headers)) {
+            tracing::debug!(error = ?err, "no trace context continued");
+        }
+        let started = Instant::now();
+        let topic = message.topic().to_owned();
+        let (handled, outcome) = self.handle_traced(message, revoked).instrument(span).await;
+        if let Some(outcome) = outcome {
+            metrics::counter!("kafka_consumed_messages_total", "topic" => topic.clone(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!("kafka_message_processing_duration_seconds", "topic" => topic)
+                .record(started.elapsed().as_secs_f64());
+        }
+        handled
+    }
+
+    async fn handle_traced(
+        &self,
+        message: &OwnedMessage,
+        revoked: &CancellationToken,
+    ) -> (Handled, Option<&'static str>) {
+        let kind = if message.topic() == self.create_topic {
+            CommandKind::Create
+        } else {
+            CommandKind::Update
+        };
+        let origin = MessageOrigin {
+            timestamp: message
+                .timestamp()
+                .to_millis()
+                .and_then(chrono::DateTime::from_timestamp_millis),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let command = match message.payload() {
+            None => Err("empty payload".to_owned()),
+            Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
+        };
+        let command = match command {
+            Ok(command) => command,
+            Err(error) => {
+                tracing::warn!(%error, "poison message");
+                let failure = Failure {
+                    kind: "products_service::InvalidPayload",
+                    message: error,
+                    attempts: 1,
+                };
+                return self.dead_letter(message, failure, revoked).await;
+            }
+        };
+
+        let mut delays = self.retry.build();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let error = match self.products.apply(&command).await {
+                Ok(ApplyOutcome::Applied) => return (Handled::Done, Some("applied")),
+                Ok(ApplyOutcome::Duplicate) => return (Handled::Done, Some("duplicate")),
+                Err(error) => error,
+            };
+            let retryable = error.is_transient() || matches!(error, AppError::NotFound(_));
+            let delay = if retryable { delays.next() } else { None };
+            let Some(delay) = delay else {
+                let kind = match &error {
+                    AppError::Validation(_) => "products_service::InvalidCommand",
+                    AppError::NotFound(_) => "products_service::ProductNotFound",
+                    AppError::Unavailable(_) => "products_service::RetriesExhausted",
+                    AppError::Internal(_) => "products_service::InternalError",
+                };
+                let failure = Failure {
+                    kind,
+                    message: error.to_string(),
+                    attempts,
+                };
+                return self.dead_letter(message, failure, revoked).await;
+            };
+            metrics::counter!("kafka_message_retries_total", "topic" => message.topic().to_owned())
+                .increment(1);
+            tracing::info!(%error, attempts, ?delay, "apply failed; retrying");
+            if !self.pause_for(delay, revoked).await {
+                return (Handled::Abandoned, None);
+            }
+        }
+    }
+
+    /// Writes the dead letter, retrying until the broker acknowledges it; the
+    /// offset is stored only after that.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        failure: Failure,
+        revoked: &CancellationToken,
+    ) -> (Handled, Option<&'static str>) {
+        let mut delays = self.retry.without_max_times().build();
+        loop {
+            match self.dead_letters.send(message, &failure).await {
+                Ok(()) => return (Handled::Done, Some("dead_lettered")),
+                Err(error) => {
+                    tracing::warn!(%error, "dead-letter write failed; retrying");
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    if !self.pause_for(delay, revoked).await {
+                        return (Handled::Abandoned, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless revocation or shutdown comes first; false if it did.
+    async fn pause_for(&self, delay: Duration, revoked: &CancellationToken) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = revoked.cancelled() => false,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}

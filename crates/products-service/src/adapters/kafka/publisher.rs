@@ -1,0 +1,114 @@
+//! Publishes write commands: one record per command on the create or update
+//! topic, keyed by product id (all commands of a product land on one
+//! partition, in order). Returns when the broker acknowledged the record
+//! (acks=all) or the delivery timeout passed.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mongodb::bson::oid::ObjectId;
+use products_core::app::{CommandPublisher, PortError, ProductCommand};
+use rdkafka::{
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+
+use super::headers;
+use crate::{codec::encode_command, config::KafkaSettings};
+
+#[derive(Clone)]
+pub struct KafkaCommandPublisher {
+    producer: FutureProducer,
+    create_topic: String,
+    update_topic: String,
+    delivery_timeout: Duration,
+}
+
+/// The producer configuration shared by commands and dead letters.
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    let p = &settings.producer;
+    super::client_config(settings)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", p.compression.as_str())
+        .set("linger.ms", p.linger_ms.to_string())
+        .set("batch.size", p.batch_size_bytes.to_string())
+        .set("message.timeout.ms", p.delivery_timeout_ms.to_string())
+        .create()
+}
+
+impl KafkaCommandPublisher {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: producer(settings)?,
+            create_topic: settings.topics.create.clone(),
+            update_topic: settings.topics.update.clone(),
+            delivery_timeout: Duration::from_millis(settings.producer.delivery_timeout_ms),
+        })
+    }
+
+    /// Whether a broker answers a metadata request (readiness).
+    pub async fn ping(&self) -> Result<(), String> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits for outstanding records (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(err) = self.producer.flush(timeout) {
+            tracing::warn!(error = %err, "records still unsent at shutdown");
+        }
+    }
+}
+
+#[async_trait]
+impl CommandPublisher for KafkaCommandPublisher {
+    #[tracing::instrument(
+        name = "kafka.produce",
+        skip_all,
+        fields(
+            messaging.system = "kafka",
+            messaging.destination.name = tracing::field::Empty,
+            product_id = %command.product_id(),
+        ),
+        err
+    )]
+    async fn publish(&self, command: &ProductCommand) -> Result<(), PortError> {
+        let topic = match command {
+            ProductCommand::Create(_) => &self.create_topic,
+            ProductCommand::Update(_) => &self.update_topic,
+        };
+        tracing::Span::current().record("messaging.destination.name", topic.as_str());
+        let payload = encode_command(command);
+        let key = command.product_id().to_string();
+        let message_id = ObjectId::new().to_hex();
+        let record = FutureRecord::to(topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers::outgoing(&message_id));
+        let started = Instant::now();
+        let result = self.producer.send(record, self.delivery_timeout).await;
+        metrics::histogram!("kafka_produce_duration_seconds", "topic" => topic.clone())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => {
+                metrics::counter!("kafka_produced_messages_total", "topic" => topic.clone(), "result" => "ok")
+                    .increment(1);
+                Ok(())
+            }
+            Err((err, _)) => {
+                metrics::counter!("kafka_produced_messages_total", "topic" => topic.clone(), "result" => "error")
+                    .increment(1);
+                Err(PortError::Unavailable(format!("kafka: {err}")))
+            }
+        }
+    }
+}

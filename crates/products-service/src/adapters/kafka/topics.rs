@@ -1,0 +1,42 @@
+//! Creates the command and dead-letter topics at startup when missing.
+
+use std::time::Duration;
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    types::RDKafkaErrorCode,
+};
+
+use crate::config::KafkaSettings;
+
+#[tracing::instrument(skip_all, err)]
+pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
+    let names = [
+        &settings.topics.create,
+        &settings.topics.update,
+        &settings.topics.dead_letter,
+    ];
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Kafka command payloads: the Product JSON of DESIGN.md §2.
+//!
+//! A create carries the whole product (id and timestamps assigned by the
+//! service that accepted it); an update carries the id, the new fields and
+//! `updatedAt`, its version. Payloads from the Go original — plain product
+//! JSON with no id or timestamps — are accepted: the message's own timestamp
+//! stands in, and a create without an id gets one derived from its position
+//! in the log, so redelivery of the same message still maps to one product.
+
+use chrono::{DateTime, Utc};
+use products_core::{
+    app::{ProductCommand, ProductUpdate},
+    domain::{Product, ProductDraft, ProductId, ValidationErrors},
+};
+use serde::Serialize;
+
+use super::{
+    fields::{parse_object, Fields},
+    DecodeError, ProductJson,
+};
+
+/// Where a message sits in the log; used only for payloads lacking fields.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageOrigin {
+    pub timestamp: Option<DateTime<Utc>>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl MessageOrigin {
+    /// A deterministic ObjectId: message time (seconds), partition, offset.
+    fn derived_id(&self) -> ProductId {
+        let seconds = self.timestamp.map_or(0, |t| t.timestamp()) as u32;
+        let mut bytes = [0u8; 12];
+        bytes[..4].copy_from_slice(&seconds.to_be_bytes());
+        bytes[4..6].copy_from_slice(&(self.partition as u16).to_be_bytes());
+        bytes[6..].copy_from_slice(&self.offset.to_be_bytes()[2..]);
+        ProductId::from_bytes(bytes)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateJson<'a> {
+    product_id: &'a str,
+    category_id: &'a str,
+    name: &'a str,
+    description: &'a str,
+    price: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_url: Option<&'a str>,
+    photos: Vec<&'a str>,
+    quantity: i64,
+    rating: i64,
+    updated_at: DateTime<Utc>,
+}
+
+pub fn encode_command(command: &ProductCommand) -> Vec<u8> {
+    let encoded = match command {
+        ProductCommand::Create(product) => serde_json::to_vec(&ProductJson::from(product)),
+        ProductCommand::Update(update) => {
+            let draft = &update.draft;
+            serde_json::to_vec(&UpdateJson {
+                product_id: update.id.as_str(),
+                category_id: draft.category_id.as_str(),
+                name: draft.name.as_str(),
+                description: draft.description.as_str(),
+                price: draft.price.value(),
+                image_url: draft.image_url.as_ref().map(|u| u.as_str()),
+                photos: draft.photos.iter().map(|u| u.as_str()).collect(),
+                quantity: draft.quantity.value(),
+                rating: draft.rating.value(),
+                updated_at: update.updated_at,
+            })
+        }
+    };
+    // Serialising plain structs of strings and numbers cannot fail.
+    encoded.unwrap_or_default()
+}
+
+/// Which command a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Create,
+    Update,
+}
+
+pub fn decode_command(
+    kind: CommandKind,
+    payload: &[u8],
+    origin: MessageOrigin,
+) -> Result<ProductCommand, DecodeError> {
+    let object = parse_object(payload)?;
+    let mut fields = Fields::new(&object);
+    let input = fields.product_input();
+    let product_id = fields.string("productId");
+    let created_at = fields.timestamp("createdAt");
+    let updated_at = fields.timestamp("updatedAt");
+    let type_errors = fields.finish().err();
+
+    let id = match (product_id, kind) {
+        (Some(raw), _) => {
+            ProductId::parse(&raw).map_err(|m| ValidationErrors::single("productId", m))
+        }
+        (None, CommandKind::Create) => Ok(origin.derived_id()),
+        (None, CommandKind::Update) => Err(ValidationErrors::single("productId", "is required")),
+    };
+    let draft = ProductDraft::parse(input);
+    let (id, draft) = match (type_errors, id, draft) {
+        (None, Ok(id), Ok(draft)) => (id, draft),
+        (type_errors, id, draft) => {
+            let all = [type_errors, id.err(), draft.err()]
+                .into_iter()
+                .flatten()
+                .reduce(ValidationErrors::merged);
+            return Err(all
+                .unwrap_or_else(|| ValidationErrors::single("payload", "is invalid"))
+                .into());
+        }
+    };
+    let fallback_time = origin.timestamp.unwrap_or_else(Utc::now);
+    Ok(match kind {
+        CommandKind::Create => {
+            let created_at = created_at.unwrap_or(fallback_time);
+            let updated_at = updated_at.unwrap_or(created_at);
+            ProductCommand::Create(Product::from_draft(id, draft, created_at, updated_at))
+        }
+        CommandKind::Update => ProductCommand::Update(ProductUpdate {
+            id,
+            draft,
+            updated_at: updated_at.unwrap_or(fallback_time),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn origin() -> MessageOrigin {
+        MessageOrigin {
+            timestamp: Some(Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap()),
+            partition: 2,
+            offset: 41,
+        }
+    }
+
+    const LEGACY: &[u8] = br#"{"categoryId":"65a1f0c2e4b0a1b2c3d4e5f6","name":"Legacy mug",
+        "description":"From the Go original","price":3.5,"quantity":1,"rating":2}"#;
+
+    #[test]
+    fn commands_round_trip() {
+        let ProductCommand::Create(product) =
+            decode_command(CommandKind::Create, LEGACY, origin()).unwrap()
+        else {
+            panic!("expected a create")
+        };
+        let create = ProductCommand::Create(product.clone());
+        assert_eq!(
+            decode_command(CommandKind::Create, &encode_command(&create), origin()).unwrap(),
+            create
+        );
+        let update = ProductCommand::Update(ProductUpdate {
+            id: product.id.clone(),
+            draft: ProductDraft::parse(crate::codec::decode_product_input(LEGACY).unwrap())
+                .unwrap(),
+            updated_at: Utc.with_ymd_and_hms(2026, 5, 6, 7, 8, 9).unwrap(),
+        });
+        assert_eq!(
+            decode_command(CommandKind::Update, &encode_command(&update), origin()).unwrap(),
+            update
+        );
+    }
+
+    #[test]
+    fn legacy_create_gets_a_stable_id_from_its_position() {
+        let first = decode_command(CommandKind::Create, LEGACY, origin()).unwrap();
+        let again = decode_command(CommandKind::Create, LEGACY, origin()).unwrap();
+        assert_eq!(first.product_id(), again.product_id());
+        let elsewhere = MessageOrigin {
+            offset: 42,
+            ..origin()
+        };
+        let other = decode_command(CommandKind::Create, LEGACY, elsewhere).unwrap();
+        assert_ne!(first.product_id(), other.product_id());
+    }
+
+    #[test]
+    fn update_needs_an_id_and_reports_all_errors() {
+        let err = decode_command(CommandKind::Update, br#"{"name":1}"#, origin()).unwrap_err();
+        let DecodeError::Fields(errors) = err else {
+            panic!("expected field errors")
+        };
+        let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "productId",
+                "categoryId",
+                "name",
+                "description",
+                "price",
+                "quantity"
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(decode_command(CommandKind::Create, &[0xff; 64], origin()).is_err());
+        assert!(decode_command(CommandKind::Create, b"[]", origin()).is_err());
+    }
+}
