@@ -415,6 +415,14 @@ stop_instances() { # NAME...: SIGTERM all of ours at once, wait, then SIGKILL wh
 }
 
 # ------------------------------------------------------------------------------ commands
+validate() { # die (in the calling shell) on an unknown component name
+  local c
+  for c in "$@"; do
+    case "$c" in kafka|mongo|ferretdb|redis|prometheus|jaeger) ;;
+      *) die "unknown component '$c' (known: ${COMPONENTS[*]})" ;; esac
+  done
+}
+
 expand() { # components (default: all) -> instance names
   local c
   if (($# == 0)); then set -- "${COMPONENTS[@]}"; fi
@@ -539,6 +547,7 @@ usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 main() {
   local cmd=${1:-}
   (($#)) && shift
+  case "$cmd" in up|down|restart|check|install) validate "$@" ;; esac
   case "$cmd" in
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
