@@ -3,6 +3,7 @@
 //! database and Redis key prefix so tests run in parallel without sharing data.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod kafka;
 pub mod processes;
 pub mod products;
 
@@ -155,4 +156,17 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How many products the app's database holds.
+pub async fn product_count(settings: &Settings) -> u64 {
+    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
+        .await
+        .unwrap();
+    client
+        .database(&settings.mongo.database)
+        .collection::<mongodb::bson::Document>(&settings.mongo.collection)
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .unwrap_or(0)
 }

@@ -157,3 +157,138 @@ impl Drop for PrivateFerretDb {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+fn stack_cache() -> PathBuf {
+    std::env::var("PRODUCTS_STACK_CACHE").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/products-stack"),
+        PathBuf::from,
+    )
+}
+
+/// The Kafka jars the stack scripts fetched (`$KAFKA_LIBS`, or the newest
+/// `kafka-*/libs` in the stack cache).
+fn kafka_libs() -> PathBuf {
+    if let Ok(path) = std::env::var("KAFKA_LIBS") {
+        return path.into();
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(stack_cache())
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("kafka-"))
+                        && p.join("libs").is_dir()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    candidates
+        .pop()
+        .map(|p| p.join("libs"))
+        .expect("Kafka jars in the stack cache (run make stack-up)")
+}
+
+/// A throwaway single-node Apache Kafka (KRaft) that can be killed and
+/// restarted with its data, for broker-loss tests.
+pub struct PrivateKafka {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateKafka {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(super::unique("kafka"));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let port = free_port();
+        let controller = free_port();
+        let properties = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             log.dirs={}\n\
+             num.partitions=3\n\
+             offsets.topic.replication.factor=1\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("server.properties"), properties).unwrap();
+        // Each private broker has its own data directory, so one fixed
+        // (valid: 16 bytes, base64url) cluster id serves them all.
+        let cluster_id = "MkU3OEVBNTcwNTJENDM2Qk";
+        let status = Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}/*", kafka_libs().display()))
+            .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
+            .arg(dir.join("server.properties"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("java on PATH");
+        assert!(status.success(), "formatting Kafka storage failed");
+        let mut kafka = Self {
+            port,
+            dir,
+            child: None,
+        };
+        kafka.restart().await;
+        kafka
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) with the same data, waiting until it serves metadata.
+    pub async fn restart(&mut self) {
+        let child = Command::new("java")
+            .args(["-Xmx384m", "-XX:+UseSerialGC", "-cp"])
+            .arg(format!("{}/*", kafka_libs().display()))
+            .arg(format!("-Djava.io.tmpdir={}", self.dir.display()))
+            .arg("kafka.Kafka")
+            .arg(self.dir.join("server.properties"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("java on PATH");
+        self.child = Some(child);
+        let brokers = self.brokers();
+        eventually(Duration::from_secs(60), || async {
+            let brokers = brokers.clone();
+            tokio::task::spawn_blocking(move || {
+                let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .create()
+                    .unwrap();
+                use rdkafka::consumer::Consumer;
+                consumer
+                    .fetch_metadata(None, Duration::from_secs(1))
+                    .is_ok_and(|m| !m.brokers().is_empty())
+            })
+            .await
+            .unwrap_or(false)
+        })
+        .await;
+    }
+
+    /// SIGKILL: the broker vanishes without a goodbye.
+    pub fn kill(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -10,7 +10,7 @@ use mongodb::bson::oid::ObjectId;
 use products_core::app::{CommandPublisher, PortError, ProductCommand};
 use rdkafka::{
     error::KafkaError,
-    producer::{FutureProducer, FutureRecord, Producer},
+    producer::{FutureProducer, FutureRecord, Producer, PurgeConfig},
 };
 
 use super::headers;
@@ -34,6 +34,13 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> 
         .set("linger.ms", p.linger_ms.to_string())
         .set("batch.size", p.batch_size_bytes.to_string())
         .set("message.timeout.ms", p.delivery_timeout_ms.to_string())
+        .set(
+            "request.timeout.ms",
+            p.delivery_timeout_ms.min(30_000).to_string(),
+        )
+        // Above the broker's default record limit (1 MiB), so a dead letter
+        // of a maximal record plus its provenance headers is still attempted.
+        .set("message.max.bytes", "2097152")
         .create()
 }
 
@@ -95,20 +102,32 @@ impl CommandPublisher for KafkaCommandPublisher {
             .payload(&payload)
             .headers(headers::outgoing(&message_id));
         let started = Instant::now();
-        let result = self.producer.send(record, self.delivery_timeout).await;
+        // librdkafka should expire queued records after message.timeout.ms,
+        // but with the broker gone the idempotent producer holds them longer.
+        // The outer bound keeps the answer prompt, and the purge makes the 503
+        // true: a record we gave up on must not be delivered later. Records
+        // already on the wire are not purged; those are the rare writes that
+        // can still land after a 503.
+        let bound = self.delivery_timeout + Duration::from_millis(500);
+        let failure =
+            match tokio::time::timeout(bound, self.producer.send(record, self.delivery_timeout))
+                .await
+            {
+                Ok(Ok(_)) => None,
+                Ok(Err((err, _))) => Some(err.to_string()),
+                Err(_) => {
+                    self.producer.purge(PurgeConfig::default().queue());
+                    Some("delivery not confirmed in time".to_owned())
+                }
+            };
         metrics::histogram!("kafka_produce_duration_seconds", "topic" => topic.clone())
             .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(_) => {
-                metrics::counter!("kafka_produced_messages_total", "topic" => topic.clone(), "result" => "ok")
-                    .increment(1);
-                Ok(())
-            }
-            Err((err, _)) => {
-                metrics::counter!("kafka_produced_messages_total", "topic" => topic.clone(), "result" => "error")
-                    .increment(1);
-                Err(PortError::Unavailable(format!("kafka: {err}")))
-            }
+        let result = if failure.is_some() { "error" } else { "ok" };
+        metrics::counter!("kafka_produced_messages_total", "topic" => topic.clone(), "result" => result)
+            .increment(1);
+        match failure {
+            None => Ok(()),
+            Some(err) => Err(PortError::Unavailable(format!("kafka: {err}"))),
         }
     }
 }

@@ -1,0 +1,144 @@
+//! Kafka helpers for pipeline tests: produce raw records, read a topic from
+//! the start, and compare a group's committed offsets with the log end.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::{Header, OwnedHeaders, OwnedMessage},
+    producer::{FutureProducer, FutureRecord},
+    ClientConfig, Message, Offset, TopicPartitionList,
+};
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "15000")
+        .set("message.max.bytes", "2097152")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Sends one record and returns (partition, offset).
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> (i32, i64) {
+    let mut owned = OwnedHeaders::new();
+    for (key, value) in headers {
+        owned = owned.insert(Header {
+            key,
+            value: Some(*value),
+        });
+    }
+    let mut record: FutureRecord<'_, str, [u8]> =
+        FutureRecord::to(topic).payload(payload).headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    let delivery = producer
+        .send(record, Duration::from_secs(15))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    (delivery.partition, delivery.offset)
+}
+
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Every record of `topic` from the start to its current end.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", super::unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for partition in partitions(&consumer, topic) {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(low))
+                .unwrap();
+            ends.insert(partition, high);
+        }
+    }
+    let mut messages = Vec::new();
+    if ends.is_empty() {
+        return messages;
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        assert!(Instant::now() < deadline, "timed out reading {topic}");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            if message.offset() + 1 >= ends[&message.partition()] {
+                ends.remove(&message.partition());
+            }
+            messages.push(message.detach());
+        }
+    }
+    messages
+}
+
+/// Total records between the group's committed offsets and the log end.
+pub fn lag(brokers: &str, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    let parts = partitions(&consumer, topic);
+    for partition in &parts {
+        list.add_partition(topic, *partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    parts
+        .iter()
+        .map(|partition| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                .unwrap();
+            let position = match committed
+                .find_partition(topic, *partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(offset)) => offset,
+                _ => low,
+            };
+            high - position
+        })
+        .sum()
+}
+
+/// The value of header `key` on a record.
+pub fn header<'a>(message: &'a OwnedMessage, key: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+}
