@@ -37,8 +37,18 @@ declare -A PKG_FILE=(
   [chromium-driver]=/usr/bin/chromedriver
   [fonts-liberation]=/usr/share/fonts/truetype/liberation
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
+  # Building the service: protoc + the well-known protos (google/protobuf/timestamp.proto),
+  # and librdkafka (built from source by the rdkafka crate; librdkafka 2.12 includes
+  # curl.h even with curl disabled, hence libcurl4-openssl-dev).
+  [libprotobuf-dev]=/usr/include/google/protobuf/timestamp.proto
+  [cmake]=/usr/bin/cmake
+  [g++]=/usr/bin/g++
+  [make]=/usr/bin/make
+  [pkg-config]=/usr/bin/pkg-config
+  [zlib1g-dev]=/usr/include/zlib.h
+  [libcurl4-openssl-dev]=/usr/include/x86_64-linux-gnu/curl/curl.h
 )
-ORDER=(curl ca-certificates netcat-openbsd protobuf-compiler redis-tools redis-server prometheus chromium chromium-driver fonts-liberation)
+ORDER=(curl ca-certificates netcat-openbsd protobuf-compiler libprotobuf-dev cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev redis-tools redis-server prometheus chromium chromium-driver fonts-liberation)
 
 missing=()
 for p in "${ORDER[@]}"; do
@@ -84,6 +94,7 @@ fi
 # Toolchains that the machine image is expected to provide.
 check_java
 check_cmd mvn "install with: apt-get install -y maven"
+check_cmd cargo "install the Rust toolchain (rustup; see rust-toolchain.toml for the version)"
 check_go
 log "java: $(java -version 2>&1 | head -1)"
 log "mvn:  $(mvn -v 2>/dev/null | head -1 | sed 's/\x1b\[[0-9;]*m//g')"

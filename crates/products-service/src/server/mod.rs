@@ -176,6 +176,7 @@ impl Application {
             pb::products_service_server::ProductsServiceServer::new(ProductsGrpc::new(products))
                 .max_decoding_message_size(settings.grpc.max_message_bytes);
         let grpc_server = tonic::transport::Server::builder()
+            .layer(telemetry::grpc::GrpcTelemetryLayer)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)

@@ -79,7 +79,26 @@ pub struct PipelineContext {
     workers: Arc<Workers>,
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    /// librdkafka statistics (every `statistics.interval.ms`): publishes the
+    /// lag of each assigned partition, in messages behind the log end.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, p) in stats.partitions {
+                // -1: internal "unassigned" partition; lag -1: unknown yet.
+                if partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "kafka_consumer_lag",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string(),
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -156,6 +175,7 @@ impl CommandConsumer {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(PipelineContext {
                 workers: workers.clone(),
             })?;

@@ -4,6 +4,8 @@
 use std::time::Instant;
 
 use axum::{extract::MatchedPath, extract::Request, middleware::Next, response::Response};
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -12,6 +14,13 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // Name the request's span after its route template ("GET /api/v1/products/{id}").
+    // (The OpenTelemetry span already exists, so it is renamed directly.)
+    let span = tracing::Span::current();
+    span.record("http.route", route.as_str());
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];

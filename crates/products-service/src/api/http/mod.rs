@@ -28,7 +28,7 @@ pub use error::{ApiError, ErrorBody};
 pub use health::{Probe, Readiness};
 pub use openapi::ApiDoc;
 
-use crate::config::HttpSettings;
+use crate::{config::HttpSettings, telemetry::propagation::continue_trace};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -58,7 +58,27 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                    let span = tracing::info_span!(
+                        "http.request",
+                        otel.name = %request.method(),
+                        otel.kind = "server",
+                        http.request.method = %request.method(),
+                        url.path = %request.uri().path(),
+                        http.route = tracing::field::Empty,
+                        http.response.status_code = tracing::field::Empty,
+                    );
+                    continue_trace(&span, request.headers());
+                    span
+                })
+                .on_response(
+                    |response: &axum::http::Response<_>, _latency, span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                    },
+                ),
+        )
         .layer(cors(&settings.cors_allowed_origins))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
