@@ -148,7 +148,7 @@ async fn two_thousand_creates_apply_exactly_once_and_updates_in_order() {
     for version in 1..=5 {
         let futures = ids.iter().take(100).map(|id| {
             let payload = update_payload(id, &format!("Version {version}"), version);
-            async move { produce(&kafka, &topics.update, Some(id), &payload, &[]).await }
+            async move { produce(kafka, &topics.update, Some(id), &payload, &[]).await }
         });
         futures::future::join_all(futures).await;
     }
