@@ -313,7 +313,8 @@ start_redis() {
 }
 
 start_prometheus() {
-  mkdir -p "$DATA/prometheus"
+  # Tests register service instances on random ports here (file_sd in the config).
+  mkdir -p "$DATA/prometheus" "$STACK/prometheus-targets"
   if command -v promtool >/dev/null; then
     promtool check config "$PROM_CONFIG" >/dev/null 2>"$LOGS/promtool.log" \
       || { cat "$LOGS/promtool.log" >&2; die "prometheus: invalid $PROM_CONFIG"; }

@@ -83,7 +83,10 @@ async fn every_dashboard_query_returns_data_after_traffic() {
         "targets": [app.metrics_addr.to_string()],
         "labels": { "instance": instance }
     }]);
-    std::fs::write(&file, targets.to_string()).unwrap();
+    // Write then rename, so Prometheus never reads a half-written file.
+    let partial = dir.join(format!("{instance}.json.tmp"));
+    std::fs::write(&partial, targets.to_string()).unwrap();
+    std::fs::rename(&partial, &file).unwrap();
     let _registration = Registration(file);
 
     // REST: writes through Kafka, reads (cache miss then hit), search, errors.

@@ -54,6 +54,7 @@ where
             rpc.system = "grpc",
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         continue_trace(&span, request.headers());
         // The clone that was made ready by `poll_ready` serves this call.
@@ -73,6 +74,19 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Unknown,
             };
+            // Server-side failures fail the span (as OpenTelemetry's gRPC
+            // conventions say); client errors such as NotFound do not.
+            if matches!(
+                code,
+                tonic::Code::Unknown
+                    | tonic::Code::Internal
+                    | tonic::Code::Unavailable
+                    | tonic::Code::DataLoss
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unimplemented
+            ) {
+                span.record("otel.status_code", "ERROR");
+            }
             let code = match code {
                 tonic::Code::Ok => "OK".to_owned(),
                 other => format!("{other:?}"),

@@ -32,19 +32,20 @@ impl From<pb::CreateReq> for UnvalidatedProduct {
     }
 }
 
-/// Splits an update request into the product id and its new fields.
+/// Splits an update request into the product id and its new fields (the
+/// fields follow the same rules as a create's).
 pub fn update_request(r: pb::UpdateReq) -> (String, UnvalidatedProduct) {
-    let fields = UnvalidatedProduct {
-        category_id: non_empty(r.category_id),
-        name: non_empty(r.name),
-        description: non_empty(r.description),
-        price: Some(r.price),
-        image_url: non_empty(r.image_url),
+    let fields = pb::CreateReq {
+        category_id: r.category_id,
+        name: r.name,
+        description: r.description,
+        price: r.price,
+        image_url: r.image_url,
         photos: r.photos,
-        quantity: Some(r.quantity),
-        rating: Some(r.rating),
+        quantity: r.quantity,
+        rating: r.rating,
     };
-    (r.product_id, fields)
+    (r.product_id, fields.into())
 }
 
 impl From<&Product> for pb::Product {

@@ -69,6 +69,7 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                         url.path = %request.uri().path(),
                         http.route = tracing::field::Empty,
                         http.response.status_code = tracing::field::Empty,
+                        otel.status_code = tracing::field::Empty,
                     );
                     continue_trace(&span, request.headers());
                     span
@@ -76,6 +77,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                 .on_response(
                     |response: &axum::http::Response<_>, _latency, span: &tracing::Span| {
                         span.record("http.response.status_code", response.status().as_u16());
+                        // Server errors fail the span; 4xx are the client's doing.
+                        if response.status().is_server_error() {
+                            span.record("otel.status_code", "ERROR");
+                        }
                     },
                 ),
         )
