@@ -108,6 +108,7 @@ impl Compression {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerSettings {
     pub enabled: bool,
+    pub workers: usize,
     pub partition_buffer: usize,
     pub retry_max_attempts: usize,
     pub retry_initial_backoff_ms: u64,

@@ -173,7 +173,9 @@ async fn two_thousand_creates_apply_exactly_once_and_updates_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_whole_and_the_stream_goes_on() {
-    let app = spawn_app().await;
+    let mut settings = test_settings();
+    settings.kafka.consumer.workers = 2; // capped concurrency across partitions
+    let app = spawn_app_with(settings).await;
     let topics = &app.settings.kafka.topics;
     let kafka = producer(KAFKA);
     let mut invalid_fields: Value =

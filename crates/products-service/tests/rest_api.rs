@@ -524,3 +524,24 @@ async fn openapi_document_lists_every_route() {
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("swagger-ui"));
 }
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let mut settings = common::test_settings();
+    settings.http.cors_allowed_origins = vec!["https://shop.example.com".to_owned()];
+    let app = common::spawn_app_with(settings).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/products"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://shop.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let denied = preflight("https://evil.example.com").await.unwrap();
+    assert!(!denied.headers().contains_key("access-control-allow-origin"));
+}

@@ -149,6 +149,8 @@ struct Pipeline {
     dead_letters: DeadLetterWriter,
     create_topic: String,
     retry: backon::ExponentialBuilder,
+    /// Caps messages applied at once across partitions (`consumer.workers`).
+    in_flight: Option<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -193,6 +195,7 @@ impl CommandConsumer {
                 dead_letters,
                 create_topic: settings.topics.create.clone(),
                 retry,
+                in_flight: (c.workers > 0).then(|| tokio::sync::Semaphore::new(c.workers)),
                 shutdown,
             }),
             workers,
@@ -362,6 +365,13 @@ impl Pipeline {
                     Some(message) => message,
                     None => break,
                 },
+            };
+            let _permit = match &self.in_flight {
+                Some(limit) => match limit.acquire().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break, // closed: shutting down
+                },
+                None => None,
             };
             match self.handle(&message, &revoked).await {
                 Handled::Done => {
