@@ -2,6 +2,7 @@
 #   make run          local stack + the service in the foreground
 #   make test         local stack + every test
 #   make lint         rustfmt check + clippy -D warnings
+#   make bench        benchmarks (release build, needs the local stack)
 #   make stack-up / stack-down / stack-status
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -46,5 +47,16 @@ lint: ## formatting and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: ## reserved for the benchmark issue
-	@echo "make bench: not implemented yet (see the benchmarks issue)" >&2; exit 1
+BENCH_N ?= 100000
+bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.json + .md, see BENCHMARKS.md
+	@scripts/stack.sh check kafka mongo redis || { echo "make bench: the local stack is not running (make stack-up)" >&2; exit 1; }
+	@command -v wrk >/dev/null || { echo "missing: wrk — install with: apt-get install -y wrk" >&2; exit 1; }
+	$(CARGO) build --release --locked --bin products-service --bin products-bench
+	@mkdir -p bench/results
+	d=$$(date +%F); \
+	BENCH_N=$(BENCH_N) BENCH_SERVICE_BIN=target/release/products-service \
+	BENCH_OUT_JSON=bench/results/$$d.json.tmp BENCH_OUT_MD=bench/results/$$d.md.tmp \
+		target/release/products-bench; \
+	mv bench/results/$$d.json.tmp bench/results/$$d.json; \
+	mv bench/results/$$d.md.tmp bench/results/$$d.md; \
+	echo "make bench: wrote bench/results/$$d.json and bench/results/$$d.md"

@@ -1,0 +1,275 @@
+//! The machine's description and the Markdown table of a run.
+
+use std::{fmt::Write as _, process::Command};
+
+use mongodb::bson::doc;
+use serde_json::{json, Value};
+
+use crate::Opts;
+
+fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+fn proc_field(file: &str, key: &str) -> Option<String> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+}
+
+pub async fn machine(opts: &Opts, mongo: &mongodb::Client) -> Value {
+    let mem_total = proc_field("/proc/meminfo", "MemTotal")
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024);
+    let ferretdb = mongo
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .ok()
+        .map(|d| {
+            let get = |k: &str| d.get_str(k).unwrap_or("?").to_owned();
+            format!(
+                "FerretDB {} (MongoDB {} compatible)",
+                get("ferretdbVersion"),
+                get("version")
+            )
+        });
+    let redis = async {
+        let client = redis::Client::open(opts.redis_url.as_str()).ok()?;
+        let mut con = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con)
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| format!("Redis {}", v.trim()))
+    }
+    .await;
+    let home = std::env::var("PRODUCTS_STACK_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/products-stack",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let kafka = std::fs::read_dir(&home).ok().and_then(|dir| {
+        dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .find_map(|n| {
+                n.strip_prefix("kafka-")
+                    .map(|v| format!("Apache Kafka {v} (KRaft, 1 node)"))
+            })
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": proc_field("/proc/cpuinfo", "model name"),
+        "memory_bytes": mem_total,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
+        "os": proc_field("/etc/os-release", "PRETTY_NAME=").map(|s| s.trim_matches('"').to_owned()),
+        "rustc": command_line("rustc", &["--version"]),
+        "wrk": command_line("wrk", &["-v"]),
+        "kafka": kafka,
+        "ferretdb": ferretdb,
+        "redis": redis,
+    })
+}
+
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
+        Some(x) => format!("{x}"),
+        None => "—".into(),
+    }
+}
+
+fn mib(v: &Value) -> String {
+    v.as_f64()
+        .map_or("—".into(), |b| format!("{:.1}", b / 1048576.0))
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+pub fn markdown(r: &Value) -> String {
+    let mut s = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(
+        s,
+        "### Run `{}` ({})\n",
+        r["run_id"].as_str().unwrap_or(""),
+        r["date"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        s,
+        "Machine: {} CPUs ({}), {:.1} GiB RAM, {}, kernel {}; {}; {}; {}; {}; {}.\n",
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["memory_bytes"].as_f64().unwrap_or(0.0) / 1073741824.0,
+        m["os"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["rustc"].as_str().unwrap_or("?"),
+        m["kafka"].as_str().unwrap_or("Kafka ?"),
+        m["ferretdb"].as_str().unwrap_or("FerretDB ?"),
+        m["redis"].as_str().unwrap_or("Redis ?"),
+        m["wrk"].as_str().unwrap_or("wrk ?"),
+    );
+    let st = &r["settings"];
+    let _ = writeln!(
+        s,
+        "Command: `{}` (each load run: {} s warm-up, then {} s measured); total {} s.\n",
+        st["command"].as_str().unwrap_or(""),
+        st["warmup_secs"],
+        st["duration_secs"],
+        num(&r["total_secs"])
+    );
+
+    let t = &r["targets"];
+    let ingest_ok =
+        r["ingest_ratio"].as_f64().unwrap_or(0.0) >= t["ingest_ratio_min"].as_f64().unwrap_or(0.7);
+    let cached_ok = r["cached_get_ratio"].as_f64().unwrap_or(0.0)
+        >= t["cached_get_ratio_min"].as_f64().unwrap_or(0.5);
+    let errors_ok = r["errors"].as_u64() == Some(0);
+    let rss_ok = r["idle_rss_bytes"].as_u64().unwrap_or(u64::MAX)
+        < t["idle_rss_bytes_max"].as_u64().unwrap_or(0);
+    let _ = writeln!(s, "| key figure | value | target | |\n|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| `ingest_ratio` = ingest / min(bulk insert, Kafka read) | {} | ≥ 0.7 | {} |",
+        num(&r["ingest_ratio"]),
+        met(ingest_ok)
+    );
+    let _ = writeln!(
+        s,
+        "| `cached_get_ratio` = GET cached / `/health` (highest concurrency) | {} | ≥ 0.5 | {} |",
+        num(&r["cached_get_ratio"]),
+        met(cached_ok)
+    );
+    let _ = writeln!(
+        s,
+        "| `errors` (failed requests and messages, all runs) | {} | 0 | {} |",
+        num(&r["errors"]),
+        met(errors_ok)
+    );
+    let _ = writeln!(
+        s,
+        "| `idle_rss_bytes` | {} MiB | < 50 MiB | {} |\n",
+        mib(&r["idle_rss_bytes"]),
+        met(rss_ok)
+    );
+
+    let i = &r["ingest"];
+    let _ = writeln!(s, "**Kafka ingest** (N = {})\n", num(&i["n"]));
+    let _ = writeln!(
+        s,
+        "| measurement | rate | time (s) | peak RSS (MiB) | command |\n|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        s,
+        "| service: N create commands → MongoDB | {} products/s | {} | {} | {} |",
+        num(&i["products_per_s"]),
+        num(&i["secs"]),
+        mib(&i["peak_rss_bytes"]),
+        i["command"].as_str().unwrap_or("")
+    );
+    let k = &i["kafka_consume"];
+    let _ = writeln!(
+        s,
+        "| limit (b): raw Kafka read | {} records/s | {} | — | {} |",
+        num(&k["records_per_s"]),
+        num(&k["secs"]),
+        k["command"].as_str().unwrap_or("")
+    );
+    let b = &i["bulk_insert"];
+    for batch in b["batches"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| limit (a): insert_many, batch {} | {} docs/s | {} | — | {} |",
+            num(&batch["batch_size"]),
+            num(&batch["docs_per_s"]),
+            num(&batch["secs"]),
+            b["command"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(ops) = i["mongodb_operations"].as_object() {
+        let list: Vec<String> = ops
+            .iter()
+            .map(|(op, v)| {
+                format!(
+                    "{op}: {} × mean {} ms",
+                    num(&v["count"]),
+                    num(&v["mean_ms"])
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nService-side `mongodb_operation_duration_seconds` during ingest: {}.",
+            list.join("; ")
+        );
+    }
+
+    let _ = writeln!(s, "\n**REST reads** (wrk)\n");
+    let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
+    for x in r["rest_reads"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
+            x["name"].as_str().unwrap_or(""),
+            num(&x["concurrency"]),
+            num(&x["rps"]),
+            num(&x["p50_ms"]),
+            num(&x["p99_ms"]),
+            num(&x["p999_ms"]),
+            num(&x["errors"]),
+            mib(&x["peak_rss_bytes"]),
+            x["command"].as_str().unwrap_or("")
+        );
+    }
+    let w = &r["rest_writes"];
+    let _ = writeln!(s, "\n**REST writes** (wrk, `POST /api/v1/products`)\n");
+    let _ = writeln!(s, "| concurrency | accepted (202)/s | p50 ms | p99 ms | accepted | all readable after (s) | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
+        num(&w["concurrency"]),
+        num(&w["accepted_per_s"]),
+        num(&w["p50_ms"]),
+        num(&w["p99_ms"]),
+        num(&w["accepted"]),
+        num(&w["all_readable_after_secs"]),
+        num(&w["errors"]),
+        mib(&w["peak_rss_bytes"]),
+        w["command"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        s,
+        "\n**gRPC** (closed-loop tonic client in products-bench)\n"
+    );
+    let _ = writeln!(s, "| RPC | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
+    for x in r["grpc"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            x["name"].as_str().unwrap_or(""),
+            num(&x["concurrency"]),
+            num(&x["rps"]),
+            num(&x["p50_ms"]),
+            num(&x["p99_ms"]),
+            num(&x["p999_ms"]),
+            num(&x["errors"]),
+            mib(&x["peak_rss_bytes"]),
+            x["command"].as_str().unwrap_or("")
+        );
+    }
+    s
+}
