@@ -256,23 +256,31 @@ pub async fn grpc_run(
                     break;
                 }
                 i = (i + 1) % ids.len();
-                let ok = match kind {
-                    GrpcKind::GetById => client
-                        .get_by_id(GetByIdReq {
-                            product_id: ids[i].clone(),
-                        })
-                        .await
-                        .is_ok(),
-                    GrpcKind::Search => client
-                        .search(SearchReq {
-                            search: "widget-42".into(),
-                            page: 1,
-                            size: 10,
-                        })
-                        .await
-                        .is_ok(),
+                let call = async {
+                    match kind {
+                        GrpcKind::GetById => client
+                            .get_by_id(GetByIdReq {
+                                product_id: ids[i].clone(),
+                            })
+                            .await
+                            .is_ok(),
+                        GrpcKind::Search => client
+                            .search(SearchReq {
+                                search: "widget-42".into(),
+                                page: 1,
+                                size: 10,
+                            })
+                            .await
+                            .is_ok(),
+                    }
                 };
-                if sent >= measure_from {
+                // Like wrk: a request still open at the end is dropped (the
+                // stream is reset), not counted.
+                let ok = tokio::select! {
+                    ok = call => ok,
+                    () = tokio::time::sleep_until(end.into()) => break,
+                };
+                if Instant::now() >= measure_from {
                     lat_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     if !ok {
                         errors += 1;
@@ -322,7 +330,7 @@ pub async fn grpc_run(
         "command": format!(
             "products-bench gRPC closed loop: {c} connections to {}, productsService.ProductsService/{name}{}, {} s warm-up + {} s measured",
             svc.grpc,
-            match kind { GrpcKind::GetById => " (1000 ids in turn)", GrpcKind::Search => " Search=\"widget-42\" page=1 size=10" },
+            match kind { GrpcKind::GetById => " (the read catalog's ids in turn)", GrpcKind::Search => " Search=\"widget-42\" page=1 size=10" },
             opts.warmup.as_secs(),
             opts.duration.as_secs()
         ),

@@ -96,7 +96,7 @@ impl Opts {
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
             ingest_timeout: Duration::from_secs(env_num("BENCH_INGEST_TIMEOUT_SECS", 480)?),
             drain_timeout: Duration::from_secs(env_num("BENCH_DRAIN_TIMEOUT_SECS", 240)?),
-            read_docs: env_num("BENCH_READ_DOCS", 1000)? as usize,
+            read_docs: env_num("BENCH_READ_DOCS", 200)? as usize,
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
         })
     }
@@ -310,6 +310,7 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         }
         for kind in [load::GrpcKind::GetById, load::GrpcKind::Search] {
             let r = load::grpc_run(opts, &svc, kind, c, Arc::new(sample.clone())).await?;
+            load::settle(&svc, search_path).await;
             errors += r["errors"].as_u64().unwrap_or(0);
             grpc.push(r);
         }
@@ -617,7 +618,9 @@ async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
         .await?
     {
         if let Err((g, e)) = r {
-            eprintln!("deleting consumer group {g}: {e}");
+            if !e.to_string().contains("GroupIdNotFound") {
+                eprintln!("deleting consumer group {g}: {e}");
+            }
         }
     }
     let client = redis::Client::open(opts.redis_url.as_str())?;
