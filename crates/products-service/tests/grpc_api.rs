@@ -224,11 +224,7 @@ fn grpcurl() -> PathBuf {
     if let Ok(path) = std::env::var("GRPCURL_BIN") {
         return path.into();
     }
-    let cache = std::env::var("PRODUCTS_STACK_CACHE").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/products-stack"),
-        PathBuf::from,
-    );
-    cache.join("bin/grpcurl")
+    common::stack_cache().join("bin/grpcurl")
 }
 
 /// Runs grpcurl without blocking the test's runtime (the service under test

@@ -6,14 +6,13 @@ mod common;
 
 use std::{
     collections::HashMap,
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use chrono::{TimeZone, Utc};
 use common::{
-    eventually,
+    eventually, free_port,
     kafka::{header, lag, produce, producer, read_all},
     processes::{PrivateFerretDb, PrivateKafka},
     product_count,
@@ -339,30 +338,27 @@ async fn database_outage_mid_stream_loses_and_dead_letters_nothing() {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The real binary, with the Kafka settings of `settings` in its environment.
+fn service_command(settings: &Settings) -> Command {
+    let kafka = &settings.kafka;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_products-service"));
+    command
+        .env("KAFKA_BROKERS", &kafka.brokers)
+        .env("KAFKA_GROUP_ID", &kafka.group_id)
+        .env("KAFKA_TOPIC_CREATE", &kafka.topics.create)
+        .env("KAFKA_TOPIC_UPDATE", &kafka.topics.update)
+        .env("KAFKA_TOPIC_DEAD_LETTER", &kafka.topics.dead_letter);
+    command
 }
 
-/// The real binary, configured like `settings` through its environment.
+/// The real service, configured like `settings` through its environment.
 fn start_service(settings: &Settings) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_products-service"))
+    service_command(settings)
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("MONGO_URI", &settings.mongo.uri)
         .env("MONGO_DB", &settings.mongo.database)
-        .env("KAFKA_BROKERS", &settings.kafka.brokers)
-        .env("KAFKA_GROUP_ID", &settings.kafka.group_id)
-        .env("KAFKA_TOPIC_CREATE", &settings.kafka.topics.create)
-        .env("KAFKA_TOPIC_UPDATE", &settings.kafka.topics.update)
-        .env(
-            "KAFKA_TOPIC_DEAD_LETTER",
-            &settings.kafka.topics.dead_letter,
-        )
         .env("REDIS_ENABLED", "false")
         .env("APP__KAFKA__CONSUMER__RETRY_MAX_ATTEMPTS", "2")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -492,17 +488,9 @@ async fn broker_loss_answers_503_and_loses_no_accepted_write() {
 }
 
 fn replay_dlq(settings: &Settings, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_products-service"))
+    let output = service_command(settings)
         .arg("replay-dlq")
         .args(args)
-        .env("KAFKA_BROKERS", &settings.kafka.brokers)
-        .env("KAFKA_GROUP_ID", &settings.kafka.group_id)
-        .env("KAFKA_TOPIC_CREATE", &settings.kafka.topics.create)
-        .env("KAFKA_TOPIC_UPDATE", &settings.kafka.topics.update)
-        .env(
-            "KAFKA_TOPIC_DEAD_LETTER",
-            &settings.kafka.topics.dead_letter,
-        )
         .output()
         .unwrap();
     assert!(

@@ -4,12 +4,11 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{eventually, spawn_app, unique};
+use common::{eventually, free_port, spawn_app, unique};
 
 #[tokio::test]
 async fn health_answers_ok_and_the_app_stops_when_asked() {
@@ -37,14 +36,6 @@ async fn request_ids_are_returned() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "abc-123");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn exits_cleanly_on(signal: &str) {

@@ -23,7 +23,7 @@ use crate::{
     adapters::{
         kafka::{
             dead_letter::DeadLetterWriter,
-            publisher::{self, KafkaCommandPublisher},
+            publisher::{producer, KafkaCommandPublisher},
         },
         mongo::MongoProductRepository,
         object_id::ObjectIdGenerator,
@@ -142,8 +142,7 @@ impl Application {
         background.spawn(background::ensure_indexes(repository.clone()));
         background.spawn(async move { registry.run_upkeep(Duration::from_secs(5)).await });
 
-        let dead_letters =
-            DeadLetterWriter::new(publisher::producer(&settings.kafka)?, &settings.kafka);
+        let dead_letters = DeadLetterWriter::new(producer(&settings.kafka)?, &settings.kafka);
         background.spawn_graceful(background::run_command_pipeline(
             settings.kafka.clone(),
             products.clone(),

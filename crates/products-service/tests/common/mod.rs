@@ -58,6 +58,27 @@ impl Drop for TestApp {
     }
 }
 
+/// A loopback port nobody listens on right now (for child processes that
+/// need a fixed address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where the stack scripts cache their downloads and builds.
+pub fn stack_cache() -> std::path::PathBuf {
+    std::env::var("PRODUCTS_STACK_CACHE").map_or_else(
+        |_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/products-stack")
+        },
+        std::path::PathBuf::from,
+    )
+}
+
 /// A name no other test uses (for databases, topics, key prefixes).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", ObjectId::new().to_hex())

@@ -3,21 +3,12 @@
 //! loopback port, so stopping it disturbs no other test.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use super::eventually;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::{eventually, free_port, stack_cache};
 
 fn stop(child: &mut Option<Child>) {
     if let Some(mut child) = child.take() {
@@ -156,13 +147,6 @@ impl Drop for PrivateFerretDb {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn stack_cache() -> PathBuf {
-    std::env::var("PRODUCTS_STACK_CACHE").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/products-stack"),
-        PathBuf::from,
-    )
 }
 
 /// The Kafka jars the stack scripts fetched (`$KAFKA_LIBS`, or the newest
