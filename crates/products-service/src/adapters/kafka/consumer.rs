@@ -219,7 +219,7 @@ impl CommandConsumer {
                         metrics::counter!("kafka_consumer_errors_total").increment(1);
                     }
                 },
-                _ = tick.tick() => self.drain_overflow(),
+                _ = tick.tick() => self.drain_overflow(&mut tasks),
             }
             // Reap finished workers so the set does not grow.
             while tasks.try_join_next().is_some() {}
@@ -235,6 +235,7 @@ impl CommandConsumer {
         let worker = workers
             .entry(key.clone())
             .or_insert_with(|| self.spawn_worker(&key, tasks));
+        self.replace_if_stopped(worker, &key, tasks);
         if !worker.overflow.is_empty() {
             worker.overflow.push_back(message);
             return;
@@ -249,9 +250,10 @@ impl CommandConsumer {
 
     /// Moves parked messages into workers that have room again; resumes
     /// partitions whose backlog is gone.
-    fn drain_overflow(&self) {
+    fn drain_overflow(&self, tasks: &mut tokio::task::JoinSet<()>) {
         let mut workers = self.workers.lock();
         for (key, worker) in workers.iter_mut() {
+            self.replace_if_stopped(worker, key, tasks);
             while let Some(message) = worker.overflow.pop_front() {
                 match worker.sender.try_send(message) {
                     Ok(()) => {}
@@ -266,6 +268,32 @@ impl CommandConsumer {
                 worker.paused = !self.set_paused(key, false);
             }
         }
+    }
+
+    /// A worker stops early when it cannot store an offset: the partition
+    /// was lost without a revocation reaching us. Its queued messages are
+    /// dropped unstored (whoever owns the partition re-reads them from the
+    /// committed offset), and should the partition come back to us, a fresh
+    /// worker serves it instead of a dead channel.
+    fn replace_if_stopped(
+        &self,
+        worker: &mut PartitionWorker,
+        key: &TopicPartition,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        if !worker.sender.is_closed() {
+            return;
+        }
+        tracing::info!(
+            topic = key.0,
+            partition = key.1,
+            dropped = worker.overflow.len(),
+            "partition worker had stopped; starting a new one"
+        );
+        if worker.paused {
+            self.set_paused(key, false);
+        }
+        *worker = self.spawn_worker(key, tasks);
     }
 
     /// Pauses or resumes one partition; true if it worked.
