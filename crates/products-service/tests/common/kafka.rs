@@ -15,6 +15,8 @@ pub fn producer(brokers: &str) -> FutureProducer {
         .set("bootstrap.servers", brokers)
         .set("message.timeout.ms", "15000")
         .set("message.max.bytes", "2097152")
+        // Retries must not reorder records within a partition.
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
         .unwrap()
