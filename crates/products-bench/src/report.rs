@@ -220,21 +220,7 @@ pub fn markdown(r: &Value) -> String {
 
     let _ = writeln!(s, "\n**REST reads** (wrk)\n");
     let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
-    for x in r["rest_reads"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
-            x["name"].as_str().unwrap_or(""),
-            num(&x["concurrency"]),
-            num(&x["rps"]),
-            num(&x["p50_ms"]),
-            num(&x["p99_ms"]),
-            num(&x["p999_ms"]),
-            num(&x["errors"]),
-            mib(&x["peak_rss_bytes"]),
-            x["command"].as_str().unwrap_or("")
-        );
-    }
+    load_rows(&mut s, &r["rest_reads"], true);
     let w = &r["rest_writes"];
     let _ = writeln!(s, "\n**REST writes** (wrk, `POST /api/v1/products`)\n");
     let _ = writeln!(s, "| concurrency | accepted (202)/s | p50 ms | p99 ms | accepted | all readable after (s) | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
@@ -256,7 +242,20 @@ pub fn markdown(r: &Value) -> String {
         "\n**gRPC** (closed-loop tonic client in products-bench)\n"
     );
     let _ = writeln!(s, "| RPC | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
-    for x in r["grpc"].as_array().into_iter().flatten() {
+    load_rows(&mut s, &r["grpc"], false);
+    s
+}
+
+/// One table row per load run (REST reads and gRPC share the columns); REST
+/// commands are shell commands and shown as code.
+fn load_rows(s: &mut String, runs: &Value, command_as_code: bool) {
+    for x in runs.as_array().into_iter().flatten() {
+        let command = x["command"].as_str().unwrap_or("");
+        let command = if command_as_code {
+            format!("`{command}`")
+        } else {
+            command.to_owned()
+        };
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -268,8 +267,7 @@ pub fn markdown(r: &Value) -> String {
             num(&x["p999_ms"]),
             num(&x["errors"]),
             mib(&x["peak_rss_bytes"]),
-            x["command"].as_str().unwrap_or("")
+            command
         );
     }
-    s
 }

@@ -138,12 +138,7 @@ async fn every_dashboard_query_returns_data_after_traffic() {
     )
     .await;
     eventually(Duration::from_secs(30), || async {
-        let metrics = reqwest::get(format!("http://{}/metrics", app.metrics_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         metrics.contains("kafka_dead_letter_messages_total")
             && metrics.contains("kafka_message_retries_total")
             && metrics.contains("kafka_consumer_lag")

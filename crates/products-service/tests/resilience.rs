@@ -53,24 +53,11 @@ async fn redis_outage_degrades_to_mongodb() {
     );
     assert_eq!(status_of(app.client.delete(&product_url)).await, 204);
 
-    let ready: Value = app
-        .client
-        .get(app.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.get_json("/ready").await;
     assert_eq!(ready["checks"]["redis"], "down");
     assert_eq!(ready["checks"]["mongodb"], "up");
 
-    let metrics = reqwest::get(format!("http://{}/metrics", app.metrics_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()
@@ -159,15 +146,7 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
             .is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
-    let read: Value = app
-        .client
-        .get(&product_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = app.get_json(&format!("/api/v1/products/{id}")).await;
     assert_eq!(read, created, "recovered without restarting the service");
     let applied =
         common::products::wait_for_product(&app, during["productId"].as_str().unwrap(), |_| true)

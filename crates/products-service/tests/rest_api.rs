@@ -368,15 +368,7 @@ async fn cache_can_be_turned_off() {
     let id = created["productId"].as_str().unwrap();
     assert_eq!(get(&app, id).await.0, StatusCode::OK);
     assert!(!cached(&app, id).await);
-    let ready: Value = app
-        .client
-        .get(app.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = app.get_json("/ready").await;
     assert!(ready["checks"].get("redis").is_none(), "{ready}");
 }
 
@@ -488,15 +480,7 @@ async fn responses_are_compressed_when_asked() {
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/api-docs/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get_json("/api-docs/openapi.json").await;
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/api/v1/products", "post"),

@@ -38,6 +38,28 @@ impl TestApp {
         format!("{}{}", self.http, path)
     }
 
+    /// `GET path`, answered with a JSON body.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The service's current metrics, in Prometheus text format.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc_addr)
     }
