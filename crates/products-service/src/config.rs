@@ -110,6 +110,8 @@ pub struct ConsumerSettings {
     pub enabled: bool,
     pub workers: usize,
     pub partition_buffer: usize,
+    /// Most creates applied in one `insert_many` (1 = one by one).
+    pub create_batch_max: usize,
     pub retry_max_attempts: usize,
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,

@@ -32,6 +32,23 @@ pub enum InsertOutcome {
 #[async_trait]
 pub trait ProductRepository: Send + Sync {
     async fn insert(&self, product: &Product) -> Result<InsertOutcome, PortError>;
+    /// Inserts products with known, distinct ids, in one round trip where the
+    /// store can: one outcome per product, in order. `Err` means nothing is
+    /// known about the batch; inserting again is safe (a stored id answers
+    /// `AlreadyExists`). The default inserts one by one.
+    async fn insert_many(
+        &self,
+        products: &[Product],
+    ) -> Result<Vec<Result<InsertOutcome, PortError>>, PortError> {
+        let mut outcomes = Vec::with_capacity(products.len());
+        for product in products {
+            match self.insert(product).await {
+                Err(PortError::Unavailable(reason)) => return Err(PortError::Unavailable(reason)),
+                outcome => outcomes.push(outcome),
+            }
+        }
+        Ok(outcomes)
+    }
     /// Replaces the client-controlled fields and `updated_at`, unless the
     /// stored product was updated later than `update.updated_at`. Never an
     /// upsert.

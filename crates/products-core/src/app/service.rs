@@ -127,6 +127,56 @@ impl ProductService {
         }
     }
 
+    /// Applies many creates at once (the consumer's batches): one outcome per
+    /// product, in order. `Err` is a failure of the whole batch (retry it);
+    /// a per-product `Err` concerns that product only. As one by one, the
+    /// first create of an id wins and later ones are duplicates.
+    #[tracing::instrument(
+        name = "usecase.apply_creates",
+        skip_all,
+        fields(count = products.len()),
+        err(level = "info")
+    )]
+    pub async fn apply_creates(
+        &self,
+        products: &[Product],
+    ) -> Result<Vec<Result<ApplyOutcome, AppError>>, AppError> {
+        // Repeated ids within the batch: only the first is sent.
+        let mut seen = std::collections::HashSet::with_capacity(products.len());
+        let first: Vec<bool> = products.iter().map(|p| seen.insert(&p.id)).collect();
+        let outcomes = if first.iter().all(|&f| f) {
+            self.repository.insert_many(products).await?
+        } else {
+            let unique: Vec<Product> = products
+                .iter()
+                .zip(&first)
+                .filter(|(_, &f)| f)
+                .map(|(p, _)| p.clone())
+                .collect();
+            self.repository.insert_many(&unique).await?
+        };
+        if outcomes.len() != seen.len() {
+            return Err(AppError::Internal(format!(
+                "repository answered {} outcomes for {} products",
+                outcomes.len(),
+                seen.len()
+            )));
+        }
+        let mut outcomes = outcomes.into_iter();
+        Ok(first
+            .into_iter()
+            .map(|is_first| match is_first {
+                false => Ok(ApplyOutcome::Duplicate),
+                true => match outcomes.next() {
+                    Some(Ok(InsertOutcome::Inserted)) => Ok(ApplyOutcome::Applied),
+                    Some(Ok(InsertOutcome::AlreadyExists)) => Ok(ApplyOutcome::Duplicate),
+                    Some(Err(err)) => Err(err.into()),
+                    None => Err(AppError::Internal("missing insert outcome".to_owned())),
+                },
+            })
+            .collect())
+    }
+
     /// Reads one product, from the cache when it has it.
     #[tracing::instrument(name = "usecase.get_product", skip(self), err(level = "info"))]
     pub async fn get(&self, id: &str) -> Result<Product, AppError> {

@@ -439,3 +439,70 @@ fn applying_an_update_invalidates_the_cache() {
     block_on(f.service.apply(&command)).unwrap();
     assert!(!f.cache.entries.lock().unwrap().contains_key(&product.id));
 }
+
+fn created_products(f: &Fixture, names: &[&str]) -> Vec<Product> {
+    for name in names {
+        block_on(f.service.submit_create(raw(name))).unwrap();
+    }
+    f.publisher
+        .commands
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| match c {
+            ProductCommand::Create(p) => p.clone(),
+            ProductCommand::Update(_) => panic!("only creates were submitted"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_of_creates_applies_each_once_in_order() {
+    let f = fixture();
+    let products = created_products(&f, &["Lamp", "Desk", "Chair"]);
+    block_on(
+        f.service
+            .apply(&ProductCommand::Create(products[1].clone())),
+    )
+    .unwrap();
+    let outcomes = block_on(f.service.apply_creates(&products)).unwrap();
+    assert_eq!(
+        outcomes.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        vec![
+            Some(ApplyOutcome::Applied),
+            Some(ApplyOutcome::Duplicate),
+            Some(ApplyOutcome::Applied)
+        ]
+    );
+    assert_eq!(f.repository.products.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn within_a_batch_the_first_create_of_an_id_wins() {
+    let f = fixture();
+    let mut products = created_products(&f, &["First lamp"]);
+    let mut replay = products[0].clone();
+    replay.name = ProductName::parse("Second lamp").unwrap();
+    products.push(replay);
+    let outcomes = block_on(f.service.apply_creates(&products)).unwrap();
+    assert_eq!(
+        outcomes.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        vec![Some(ApplyOutcome::Applied), Some(ApplyOutcome::Duplicate)]
+    );
+    let stored = block_on(f.service.get(products[0].id.as_str())).unwrap();
+    assert_eq!(stored.name.as_str(), "First lamp");
+}
+
+#[test]
+fn a_batch_with_the_database_down_fails_whole_and_transient() {
+    let f = fixture();
+    let products = created_products(&f, &["Lamp", "Desk"]);
+    f.repository.down.store(true, Ordering::SeqCst);
+    let err = block_on(f.service.apply_creates(&products)).unwrap_err();
+    assert!(err.is_transient());
+    f.repository.down.store(false, Ordering::SeqCst);
+    let outcomes = block_on(f.service.apply_creates(&products)).unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Ok(ApplyOutcome::Applied))));
+}

@@ -107,6 +107,57 @@ impl ProductRepository for MongoProductRepository {
         }
     }
 
+    /// One unordered `insert_many`: the server inserts what it can, and each
+    /// duplicate `_id` comes back as a write error at its index (a replayed
+    /// create: already applied).
+    #[tracing::instrument(name = "mongo.insert_many", skip_all, fields(db.system = "mongodb", db.operation = "insert", db.operation.batch.size = products.len()), err)]
+    async fn insert_many(
+        &self,
+        products: &[Product],
+    ) -> Result<Vec<Result<InsertOutcome, PortError>>, PortError> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let result = self
+            .products
+            .insert_many(products.iter().map(to_document))
+            .ordered(false)
+            .await;
+        observe("insert_many", started);
+        let mut outcomes: Vec<Result<InsertOutcome, PortError>> =
+            vec![Ok(InsertOutcome::Inserted); products.len()];
+        let err = match result {
+            Ok(_) => return Ok(outcomes),
+            Err(err) => err,
+        };
+        let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
+            return Err(port_error(err));
+        };
+        if failure.write_concern_error.is_some() {
+            // Written but not as durably as asked: unknown, so retry it all.
+            return Err(port_error(err));
+        }
+        for write_error in failure.write_errors.iter().flatten() {
+            let Some(outcome) = outcomes.get_mut(write_error.index) else {
+                return Err(PortError::Internal(format!(
+                    "insert_many reported an error at index {} of {}",
+                    write_error.index,
+                    products.len()
+                )));
+            };
+            *outcome = if write_error.code == DUPLICATE_KEY {
+                Ok(InsertOutcome::AlreadyExists)
+            } else {
+                Err(PortError::Internal(format!(
+                    "insert of product {} failed: {} ({})",
+                    products[write_error.index].id, write_error.message, write_error.code
+                )))
+            };
+        }
+        Ok(outcomes)
+    }
+
     #[tracing::instrument(name = "mongo.update", skip_all, fields(db.system = "mongodb", db.operation = "findAndModify", product_id = %update.id), err)]
     async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError> {
         let started = Instant::now();
@@ -303,8 +354,9 @@ fn from_document(d: ProductDocument) -> Result<Product, PortError> {
     })
 }
 
+const DUPLICATE_KEY: i32 = 11000;
+
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    const DUPLICATE_KEY: i32 = 11000;
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,

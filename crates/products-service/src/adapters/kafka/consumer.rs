@@ -26,7 +26,10 @@ use std::{
 };
 
 use backon::BackoffBuilder;
-use products_core::app::{AppError, ApplyOutcome, ProductService};
+use products_core::{
+    app::{AppError, ApplyOutcome, ProductCommand, ProductService},
+    domain::Product,
+};
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
@@ -148,6 +151,8 @@ struct Pipeline {
     products: ProductService,
     dead_letters: DeadLetterWriter,
     create_topic: String,
+    /// Most creates applied in one batch (`consumer.create_batch_max`).
+    create_batch_max: usize,
     retry: backon::ExponentialBuilder,
     /// Caps messages applied at once across partitions (`consumer.workers`).
     in_flight: Option<tokio::sync::Semaphore>,
@@ -194,6 +199,7 @@ impl CommandConsumer {
                 products,
                 dead_letters,
                 create_topic: settings.topics.create.clone(),
+                create_batch_max: c.create_batch_max.max(1),
                 retry,
                 in_flight: (c.workers > 0).then(|| tokio::sync::Semaphore::new(c.workers)),
                 shutdown,
@@ -394,6 +400,17 @@ impl Pipeline {
                     None => break,
                 },
             };
+            // Creates already waiting behind this one are applied together;
+            // updates stay one by one (each is ordered after the previous).
+            let mut batch = vec![message];
+            if batch[0].topic() == self.create_topic {
+                while batch.len() < self.create_batch_max {
+                    match receiver.try_recv() {
+                        Ok(message) => batch.push(message),
+                        Err(_) => break,
+                    }
+                }
+            }
             let _permit = match &self.in_flight {
                 Some(limit) => match limit.acquire().await {
                     Ok(permit) => Some(permit),
@@ -401,15 +418,20 @@ impl Pipeline {
                 },
                 None => None,
             };
-            match self.handle(&message, &revoked).await {
+            let handled = match batch.as_slice() {
+                [message] => self.handle(message, &revoked).await,
+                messages => self.handle_creates(messages, &revoked).await,
+            };
+            let Some(last) = batch.last() else { continue };
+            match handled {
                 Handled::Done => {
-                    if let Err(err) = self.consumer.store_offset(
-                        message.topic(),
-                        message.partition(),
-                        message.offset(),
-                    ) {
+                    // Storing the last offset covers the whole batch.
+                    if let Err(err) =
+                        self.consumer
+                            .store_offset(last.topic(), last.partition(), last.offset())
+                    {
                         // The partition is no longer ours: its next owner
-                        // re-reads this message, and applying it again is a no-op.
+                        // re-reads these messages, and applying them again is a no-op.
                         tracing::info!(error = %err, "offset not stored (partition lost)");
                         break;
                     }
@@ -419,31 +441,126 @@ impl Pipeline {
         }
     }
 
+    /// Applies a batch of creates from one partition with one `insert_many`.
+    /// Each message keeps its own `kafka.consume` span (continuing its
+    /// producer's trace), linked from the batch span. A message that is not
+    /// a valid create, or whose create the batch could not settle, goes
+    /// through the one-message path (retries, dead letter) instead.
+    async fn handle_creates(
+        &self,
+        messages: &[OwnedMessage],
+        revoked: &CancellationToken,
+    ) -> Handled {
+        let started = Instant::now();
+        let batch_span = tracing::info_span!(
+            "kafka.consume_batch",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = %self.create_topic,
+            messaging.batch.message_count = messages.len(),
+        );
+        let mut products: Vec<Product> = Vec::with_capacity(messages.len());
+        let mut sources: Vec<(&OwnedMessage, tracing::Span)> = Vec::with_capacity(messages.len());
+        for message in messages {
+            let span = consume_span(message);
+            match span.in_scope(|| decode(message, CommandKind::Create)) {
+                Ok(ProductCommand::Create(product)) => {
+                    batch_span.follows_from(&span);
+                    products.push(product);
+                    sources.push((message, span));
+                }
+                // Poison (or not a create after all): the one-message path
+                // dead-letters it with the reason.
+                _ => {
+                    drop(span);
+                    if let Handled::Abandoned = self.handle(message, revoked).await {
+                        return Handled::Abandoned;
+                    }
+                }
+            }
+        }
+        if products.is_empty() {
+            return Handled::Done;
+        }
+
+        let mut delays = self.retry.build();
+        let mut attempts = 0u32;
+        let outcomes = loop {
+            attempts += 1;
+            let error = match self
+                .products
+                .apply_creates(&products)
+                .instrument(batch_span.clone())
+                .await
+            {
+                Ok(outcomes) => break outcomes,
+                Err(error) => error,
+            };
+            if !error.is_transient() {
+                tracing::warn!(%error, "batch of creates failed; applying them one by one");
+                for (message, _) in &sources {
+                    if let Handled::Abandoned = self.handle(message, revoked).await {
+                        return Handled::Abandoned;
+                    }
+                }
+                return Handled::Done;
+            }
+            let Some(delay) = delays.next() else {
+                for (message, span) in &sources {
+                    let failure = Failure {
+                        kind: "products_service::RetriesExhausted",
+                        message: error.to_string(),
+                        attempts,
+                    };
+                    let (handled, outcome) = self
+                        .dead_letter(message, failure, revoked)
+                        .instrument(span.clone())
+                        .await;
+                    if let Handled::Abandoned = handled {
+                        return Handled::Abandoned;
+                    }
+                    observe_outcome(message.topic(), outcome, started);
+                }
+                return Handled::Done;
+            };
+            metrics::counter!("kafka_message_retries_total", "topic" => self.create_topic.clone())
+                .increment(sources.len() as u64);
+            tracing::info!(%error, attempts, ?delay, batch = sources.len(), "batch apply failed; retrying");
+            if !self.pause_for(delay, revoked).await {
+                return Handled::Abandoned;
+            }
+        };
+
+        for ((message, span), outcome) in sources.iter().zip(outcomes) {
+            match outcome {
+                Ok(ApplyOutcome::Applied) => {
+                    observe_outcome(message.topic(), Some("applied"), started)
+                }
+                Ok(ApplyOutcome::Duplicate) => {
+                    observe_outcome(message.topic(), Some("duplicate"), started)
+                }
+                Err(error) => {
+                    span.in_scope(
+                        || tracing::warn!(%error, "create failed in its batch; applying it alone"),
+                    );
+                    if let Handled::Abandoned = self.handle(message, revoked).await {
+                        return Handled::Abandoned;
+                    }
+                }
+            }
+        }
+        Handled::Done
+    }
+
     /// Decodes and applies one message, retrying transient failures with
     /// backoff; invalid or exhausted messages go to the dead-letter queue.
     async fn handle(&self, message: &OwnedMessage, revoked: &CancellationToken) -> Handled {
-        let headers = message.headers().map(OwnedHeaders::as_borrowed);
-        let span = tracing::info_span!(
-            "kafka.consume",
-            otel.kind = "consumer",
-            messaging.system = "kafka",
-            messaging.destination.name = message.topic(),
-            messaging.kafka.partition = message.partition(),
-            messaging.kafka.offset = message.offset(),
-            messaging.message.id = headers::text(headers, headers::MESSAGE_ID),
-        );
-        if let Err(err) = span.set_parent(headers::trace_context(headers)) {
-            tracing::debug!(error = ?err, "no trace context continued");
-        }
         let started = Instant::now();
-        let topic = message.topic().to_owned();
-        let (handled, outcome) = self.handle_traced(message, revoked).instrument(span).await;
-        if let Some(outcome) = outcome {
-            metrics::counter!("kafka_consumed_messages_total", "topic" => topic.clone(), "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!("kafka_message_processing_duration_seconds", "topic" => topic)
-                .record(started.elapsed().as_secs_f64());
-        }
+        let (handled, outcome) = self
+            .handle_traced(message, revoked)
+            .instrument(consume_span(message))
+            .await;
+        observe_outcome(message.topic(), outcome, started);
         handled
     }
 
@@ -457,18 +574,7 @@ impl Pipeline {
         } else {
             CommandKind::Update
         };
-        let origin = MessageOrigin {
-            timestamp: message
-                .timestamp()
-                .to_millis()
-                .and_then(chrono::DateTime::from_timestamp_millis),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        let command = match message.payload() {
-            None => Err("empty payload".to_owned()),
-            Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
-        };
+        let command = decode(message, kind);
         let command = match command {
             Ok(command) => command,
             Err(error) => {
@@ -546,5 +652,49 @@ impl Pipeline {
             () = revoked.cancelled() => false,
             () = self.shutdown.cancelled() => false,
         }
+    }
+}
+
+/// The span of one consumed message, continuing the trace its headers carry.
+fn consume_span(message: &OwnedMessage) -> tracing::Span {
+    let headers = message.headers().map(OwnedHeaders::as_borrowed);
+    let span = tracing::info_span!(
+        "kafka.consume",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = message.topic(),
+        messaging.kafka.partition = message.partition(),
+        messaging.kafka.offset = message.offset(),
+        messaging.message.id = headers::text(headers, headers::MESSAGE_ID),
+    );
+    if let Err(err) = span.set_parent(headers::trace_context(headers)) {
+        tracing::debug!(error = ?err, "no trace context continued");
+    }
+    span
+}
+
+/// Decodes a message's command; the error is the reason to dead-letter it.
+fn decode(message: &OwnedMessage, kind: CommandKind) -> Result<ProductCommand, String> {
+    let origin = MessageOrigin {
+        timestamp: message
+            .timestamp()
+            .to_millis()
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    match message.payload() {
+        None => Err("empty payload".to_owned()),
+        Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
+    }
+}
+
+/// Counts a settled message by outcome and records how long it took.
+fn observe_outcome(topic: &str, outcome: Option<&'static str>, started: Instant) {
+    if let Some(outcome) = outcome {
+        metrics::counter!("kafka_consumed_messages_total", "topic" => topic.to_owned(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("kafka_message_processing_duration_seconds", "topic" => topic.to_owned())
+            .record(started.elapsed().as_secs_f64());
     }
 }
