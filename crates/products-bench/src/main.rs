@@ -7,6 +7,7 @@
 //! | variable | default |
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
+//! | `BENCH_SECTIONS` | `ingest,reads` (`ingest` alone skips the REST/gRPC runs) |
 //! | `BENCH_WARMUP_SECS` / `BENCH_DURATION_SECS` | 3 / 10 (per load run) |
 //! | `BENCH_CONCURRENCY` | `1,16,64` |
 //! | `BENCH_SERVICE_BIN` | `target/release/products-service` |
@@ -26,6 +27,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use mongodb::bson::{doc, oid::ObjectId, DateTime as BsonDateTime, Document};
+use products_service::{adapters::mongo::MongoProductRepository, config::MongoSettings};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -59,6 +61,8 @@ pub struct Opts {
     pub drain_timeout: Duration,
     pub read_docs: usize,
     pub write_duration: Duration,
+    /// Which parts run (`BENCH_SECTIONS`, default `ingest,reads`).
+    pub sections: Vec<String>,
 }
 
 fn env_or(key: &str, default: &str) -> String {
@@ -98,6 +102,10 @@ impl Opts {
             drain_timeout: Duration::from_secs(env_num("BENCH_DRAIN_TIMEOUT_SECS", 240)?),
             read_docs: env_num("BENCH_READ_DOCS", 200)? as usize,
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
+            sections: env_or("BENCH_SECTIONS", "ingest,reads")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .collect(),
         })
     }
 }
@@ -211,7 +219,7 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     let mut bulk = Vec::new();
     for batch in BULK_BATCH_SIZES {
         let db = mongo.database(&format!("{}{batch}", names.bulk_database_prefix));
-        let secs = bulk_insert(&db, &ids, batch).await?;
+        let secs = bulk_insert(opts, &db, &ids, batch).await?;
         db.drop().await?;
         eprintln!("  batch {batch}: {:.0} docs/s", opts.n as f64 / secs);
         bulk.push(json!({"batch_size": batch, "secs": round(secs, 3),
@@ -232,6 +240,9 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         "produce_secs": round(produce_secs, 3),
         "products_per_s": round(ingest_rate, 0),
         "secs": round(ingest.secs, 3),
+        "first_applied_secs": round(ingest.first_applied_secs, 3),
+        "service_cpu_secs": ingest.service_cpu_secs.map(|s| round(s, 2)),
+        "ferretdb_cpu_secs": ingest.ferretdb_cpu_secs.map(|s| round(s, 2)),
         "applied": ingest.applied,
         "missing": ingest.missing,
         "dead_letters": ingest.dead_letters,
@@ -247,14 +258,79 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         "bulk_insert": {
             "batches": bulk,
             "best_docs_per_s": best_bulk,
-            "command": format!("products-bench bulk insert: mongodb insert_many of the same N documents into {}<batch> at {}, batch sizes {:?}, best taken", names.bulk_database_prefix, opts.mongo_uri, BULK_BATCH_SIZES),
+            "command": format!("products-bench bulk insert: mongodb insert_many of the same N documents into {}<batch> (with the service's indexes) at {}, batch sizes {:?}, best taken", names.bulk_database_prefix, opts.mongo_uri, BULK_BATCH_SIZES),
         },
     });
 
-    // 2-4. REST and gRPC against an instance with the cache on, on a catalog
+    // 2-4. REST and gRPC reads and writes (skipped with BENCH_SECTIONS=ingest).
+    let (rest, grpc, writes, idle_rss) = if opts.sections.iter().any(|s| s == "reads") {
+        let reads = reads(opts, names, mongo).await?;
+        errors += reads.errors;
+        (reads.rest, reads.grpc, reads.writes, Some(reads.idle_rss))
+    } else {
+        (Vec::new(), Vec::new(), Value::Null, None)
+    };
+
+    let rps = |name: &str, c: usize| {
+        rest.iter()
+            .find(|r| r["name"] == name && r["concurrency"] == c)
+            .and_then(|r| r["rps"].as_f64())
+    };
+    let mut cached_ratios = BTreeMap::new();
+    for &c in &opts.concurrency {
+        if let (Some(get), Some(health)) = (rps("get_cached", c), rps("health", c)) {
+            cached_ratios.insert(c.to_string(), round(get / health, 3));
+        }
+    }
+    let top = opts.concurrency.iter().copied().max().unwrap_or(1);
+    let cached_get_ratio = cached_ratios.get(&top.to_string()).copied();
+
+    Ok(json!({
+        "run_id": names.id,
+        "date": chrono::Utc::now().to_rfc3339(),
+        "ingest_ratio": round(ingest_ratio, 3),
+        "cached_get_ratio": cached_get_ratio,
+        "cached_get_ratio_by_concurrency": cached_ratios,
+        "idle_rss_bytes": idle_rss,
+        "errors": errors,
+        "targets": {
+            "ingest_ratio_min": 0.7,
+            "cached_get_ratio_min": 0.5,
+            "errors_max": 0,
+            "idle_rss_bytes_max": 50 * 1024 * 1024,
+        },
+        "settings": {
+            "n": opts.n,
+            "read_catalog_docs": opts.read_docs,
+            "warmup_secs": opts.warmup.as_secs(),
+            "duration_secs": opts.duration.as_secs(),
+            "write_duration_secs": opts.write_duration.as_secs(),
+            "concurrency": opts.concurrency,
+            "command": format!("make bench BENCH_N={}", opts.n),
+        },
+        "machine": machine,
+        "ingest": ingest_json,
+        "rest_reads": rest,
+        "rest_writes": writes,
+        "grpc": grpc,
+    }))
+}
+
+/// What the REST/gRPC part of the run measured.
+struct Reads {
+    rest: Vec<Value>,
+    grpc: Vec<Value>,
+    writes: Value,
+    idle_rss: u64,
+    errors: u64,
+}
+
+async fn reads(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<Reads> {
+    let mut errors: u64 = 0;
+    // Against an instance with the cache on, on a catalog
     // of its own (search scans every document on FerretDB/SQLite: see BENCHMARKS.md).
     let read_ids: Vec<ObjectId> = (0..opts.read_docs).map(|_| ObjectId::new()).collect();
-    bulk_insert(&mongo.database(&names.read_database), &read_ids, 1000).await?;
+    bulk_insert(opts, &mongo.database(&names.read_database), &read_ids, 1000).await?;
     let svc = Service::start(
         opts,
         names,
@@ -349,49 +425,13 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     }
     svc.stop().await?;
 
-    let rps = |name: &str, c: usize| {
-        rest.iter()
-            .find(|r| r["name"] == name && r["concurrency"] == c)
-            .and_then(|r| r["rps"].as_f64())
-    };
-    let mut cached_ratios = BTreeMap::new();
-    for &c in &opts.concurrency {
-        if let (Some(get), Some(health)) = (rps("get_cached", c), rps("health", c)) {
-            cached_ratios.insert(c.to_string(), round(get / health, 3));
-        }
-    }
-    let top = opts.concurrency.iter().copied().max().unwrap_or(1);
-    let cached_get_ratio = cached_ratios.get(&top.to_string()).copied();
-
-    Ok(json!({
-        "run_id": names.id,
-        "date": chrono::Utc::now().to_rfc3339(),
-        "ingest_ratio": round(ingest_ratio, 3),
-        "cached_get_ratio": cached_get_ratio,
-        "cached_get_ratio_by_concurrency": cached_ratios,
-        "idle_rss_bytes": idle_rss,
-        "errors": errors,
-        "targets": {
-            "ingest_ratio_min": 0.7,
-            "cached_get_ratio_min": 0.5,
-            "errors_max": 0,
-            "idle_rss_bytes_max": 50 * 1024 * 1024,
-        },
-        "settings": {
-            "n": opts.n,
-            "read_catalog_docs": opts.read_docs,
-            "warmup_secs": opts.warmup.as_secs(),
-            "duration_secs": opts.duration.as_secs(),
-            "write_duration_secs": opts.write_duration.as_secs(),
-            "concurrency": opts.concurrency,
-            "command": format!("make bench BENCH_N={}", opts.n),
-        },
-        "machine": machine,
-        "ingest": ingest_json,
-        "rest_reads": rest,
-        "rest_writes": writes,
-        "grpc": grpc,
-    }))
+    Ok(Reads {
+        rest,
+        grpc,
+        writes,
+        idle_rss,
+        errors,
+    })
 }
 
 async fn create_topics(opts: &Opts, names: &Names) -> Result<()> {
@@ -508,7 +548,27 @@ fn product_doc(id: &ObjectId, i: usize, category: ObjectId, date: BsonDateTime) 
     }
 }
 
-async fn bulk_insert(db: &mongodb::Database, ids: &[ObjectId], batch: usize) -> Result<f64> {
+/// Inserts the documents with `insert_many` in batches; the collection first
+/// gets the service's own indexes (by the service's own code), so the limit
+/// pays the same index maintenance per document as the service does.
+async fn bulk_insert(
+    opts: &Opts,
+    db: &mongodb::Database,
+    ids: &[ObjectId],
+    batch: usize,
+) -> Result<f64> {
+    let repository = MongoProductRepository::connect(&MongoSettings {
+        uri: opts.mongo_uri.clone(),
+        database: db.name().to_owned(),
+        collection: "products".to_owned(),
+        server_selection_timeout_ms: 5000,
+        connect_timeout_ms: 5000,
+    })
+    .await?;
+    repository
+        .ensure_indexes()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the service's indexes: {e}"))?;
     let category = ObjectId::parse_str(CATEGORY)?;
     let date = BsonDateTime::parse_rfc3339_str("2026-01-01T00:00:00Z")?;
     let docs: Vec<Document> = ids
@@ -526,6 +586,11 @@ async fn bulk_insert(db: &mongodb::Database, ids: &[ObjectId], batch: usize) -> 
 
 struct Ingest {
     secs: f64,
+    /// From the service's start until the first products were stored.
+    first_applied_secs: f64,
+    /// CPU the service and FerretDB used during the run (where the time goes).
+    service_cpu_secs: Option<f64>,
+    ferretdb_cpu_secs: Option<f64>,
     applied: u64,
     missing: u64,
     dead_letters: u64,
@@ -537,6 +602,8 @@ async fn ingest(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<I
     let coll = mongo
         .database(&names.database)
         .collection::<Document>("products");
+    let ferretdb = service::stack_pid("ferretdb");
+    let ferretdb_cpu_before = ferretdb.and_then(service::process_cpu_secs);
     let start = Instant::now();
     let svc = Service::start_no_wait(
         opts,
@@ -550,9 +617,17 @@ async fn ingest(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<I
     )?;
     let deadline = start + opts.ingest_timeout;
     let mut applied = 0;
+    let mut first_applied_secs = None;
     let mut last_report = Instant::now();
     while Instant::now() < deadline {
         applied = coll.estimated_document_count().await.unwrap_or(0);
+        if applied > 0 && first_applied_secs.is_none() {
+            first_applied_secs = Some(start.elapsed().as_secs_f64());
+            eprintln!(
+                "  first products applied after {:.1} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
         if applied >= opts.n as u64 {
             break;
         }
@@ -568,11 +643,19 @@ async fn ingest(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<I
     let secs = start.elapsed().as_secs_f64();
     eprintln!("  {applied} applied in {secs:.1} s");
     let peak_rss = svc.rss()?.1;
+    let service_cpu_secs = svc.cpu_secs();
+    let ferretdb_cpu_secs = ferretdb
+        .and_then(service::process_cpu_secs)
+        .zip(ferretdb_cpu_before)
+        .map(|(after, before)| after - before);
     let mongo_ops = svc.mongo_operations().await.unwrap_or(Value::Null);
     svc.stop().await?;
     let dead_letters = dead_letters(opts, names)?;
     Ok(Ingest {
         secs,
+        first_applied_secs: first_applied_secs.unwrap_or(secs),
+        service_cpu_secs,
+        ferretdb_cpu_secs,
         applied,
         missing: (opts.n as u64).saturating_sub(applied),
         dead_letters,

@@ -112,6 +112,11 @@ impl Service {
         Ok((field("VmRSS:"), field("VmHWM:")))
     }
 
+    /// CPU seconds (user + system) the service has used so far.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        process_cpu_secs(self.pid())
+    }
+
     /// Resets VmHWM to the current RSS, so the next reading is this run's peak.
     pub fn reset_peak(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
@@ -185,4 +190,26 @@ impl Drop for Service {
             let _ = self.child.wait();
         }
     }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at "state".
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let total = ticks(11)? + ticks(12)?;
+    Some(total as f64 / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// The pid of a local-stack component, from `.stack/run/<name>.pid`.
+pub fn stack_pid(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!(".stack/run/{name}.pid"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -154,7 +154,7 @@ struct Pipeline {
     /// Most creates applied in one batch (`consumer.create_batch_max`).
     create_batch_max: usize,
     retry: backon::ExponentialBuilder,
-    /// Caps messages applied at once across partitions (`consumer.workers`).
+    /// Caps applies running at once across partitions (`consumer.workers`).
     in_flight: Option<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 }
@@ -411,13 +411,6 @@ impl Pipeline {
                     }
                 }
             }
-            let _permit = match &self.in_flight {
-                Some(limit) => match limit.acquire().await {
-                    Ok(permit) => Some(permit),
-                    Err(_) => break, // closed: shutting down
-                },
-                None => None,
-            };
             let handled = match batch.as_slice() {
                 [message] => self.handle(message, &revoked).await,
                 messages => self.handle_creates(messages, &revoked).await,
@@ -487,12 +480,14 @@ impl Pipeline {
         let mut attempts = 0u32;
         let outcomes = loop {
             attempts += 1;
-            let error = match self
-                .products
-                .apply_creates(&products)
-                .instrument(batch_span.clone())
-                .await
-            {
+            let applied = {
+                let _permit = self.apply_permit().await;
+                self.products
+                    .apply_creates(&products)
+                    .instrument(batch_span.clone())
+                    .await
+            };
+            let error = match applied {
                 Ok(outcomes) => break outcomes,
                 Err(error) => error,
             };
@@ -592,7 +587,11 @@ impl Pipeline {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let error = match self.products.apply(&command).await {
+            let applied = {
+                let _permit = self.apply_permit().await;
+                self.products.apply(&command).await
+            };
+            let error = match applied {
                 Ok(ApplyOutcome::Applied) => return (Handled::Done, Some("applied")),
                 Ok(ApplyOutcome::Duplicate) => return (Handled::Done, Some("duplicate")),
                 Err(error) => error,
@@ -642,6 +641,17 @@ impl Pipeline {
                     }
                 }
             }
+        }
+    }
+
+    /// Waits for a turn to apply when `consumer.workers` caps applies across
+    /// partitions. Held only around the database call: never while decoding,
+    /// backing off or dead-lettering, so a retrying partition (an update
+    /// waiting for its create) cannot hold up the others.
+    async fn apply_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.in_flight {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
         }
     }
 
