@@ -77,7 +77,7 @@ pub struct PrivateFerretDb {
     child: Option<Child>,
 }
 
-fn ferretdb_binary() -> PathBuf {
+pub fn ferretdb_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FERRETDB_BIN") {
         return path.into();
     }
