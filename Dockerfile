@@ -56,10 +56,11 @@ RUN --mount=type=cache,id=products-cargo-registry,target=/usr/local/cargo/regist
 # --------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 
-# librdkafka is linked statically (built without curl and OpenSSL); the binary
-# needs glibc, libgcc_s and zlib at run time, plus CA roots for TLS (rustls).
+# librdkafka is linked statically (built without curl, with OpenSSL for TLS and
+# SASL/SCRAM to Kafka); the binary needs glibc, libgcc_s, zlib and libssl3 at
+# run time, plus CA roots for TLS (rustls for everything but Kafka).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates zlib1g libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 products \
  && useradd --system --uid 10001 --gid products --no-create-home \

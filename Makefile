@@ -3,13 +3,14 @@
 #   make test         local stack + every test
 #   make lint         rustfmt check + clippy -D warnings
 #   make bench        benchmarks (release build, needs the local stack)
+#   make cert         local CA + server certificate in .certs/ (HTTPS / gRPC over TLS)
 #   make stack-up / stack-down / stack-status
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt bench
+.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt bench cert
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -46,6 +47,10 @@ lint: ## formatting and clippy, warnings are errors
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+CERT_DIR ?= .certs
+cert: ## local CA + server certificate for localhost/127.0.0.1 in .certs/ (see docs/SECURITY-CONFIG.md)
+	$(CARGO) run --locked --quiet --bin products-service -- gen-cert --out $(CERT_DIR)
 
 BENCH_N ?= 100000
 bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.json + .md, see BENCHMARKS.md

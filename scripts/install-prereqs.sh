@@ -47,10 +47,12 @@ declare -A PKG_FILE=(
   [pkg-config]=/usr/bin/pkg-config
   [zlib1g-dev]=/usr/include/zlib.h
   [libcurl4-openssl-dev]=/usr/include/x86_64-linux-gnu/curl/curl.h
+  # librdkafka with TLS and SASL/SCRAM to Kafka (rdkafka feature `ssl`) links OpenSSL.
+  [libssl-dev]=/usr/include/openssl/ssl.h
   # REST load generator for `make bench`.
   [wrk]=/usr/bin/wrk
 )
-ORDER=(curl ca-certificates netcat-openbsd protobuf-compiler libprotobuf-dev cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev redis-tools redis-server prometheus chromium chromium-driver fonts-liberation wrk)
+ORDER=(curl ca-certificates netcat-openbsd protobuf-compiler libprotobuf-dev cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-dev redis-tools redis-server prometheus chromium chromium-driver fonts-liberation wrk)
 
 missing=()
 for p in "${ORDER[@]}"; do

@@ -2,7 +2,10 @@
 //! file, then environment variables. Loaded once at startup into [`Settings`];
 //! nothing else in the service reads the environment.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
@@ -24,12 +27,92 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
     pub cors_allowed_origins: Vec<String>,
+    /// A connection whose request headers have not fully arrived this long
+    /// after it was accepted (or after the previous request) is closed.
+    pub header_read_timeout_ms: u64,
+    pub tls: TlsSettings,
+}
+
+/// Server-side TLS of one listener (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key_file: PathBuf,
+}
+
+/// A password or other credential: deserialized like a string, never shown
+/// by `Debug`. Read it with [`Secret::expose`] only where it is handed to a
+/// client library.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A user name and password given inline or, better, as a file mounted at
+/// runtime (`password_file`, which wins over `password`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// A secret file that could not be read. Names the file, never its content.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read secret file {path}: {source}")]
+pub struct SecretFileError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Credentials {
+    /// Reads `password_file` (if set) into `password`.
+    pub fn resolve(&mut self) -> Result<(), SecretFileError> {
+        resolve_secret(&mut self.password, self.password_file.as_deref())
+    }
+}
+
+/// Reads `file` (if set) into `secret`; one trailing newline is dropped, as
+/// files written by `echo` or editors end with one.
+fn resolve_secret(secret: &mut Option<Secret>, file: Option<&Path>) -> Result<(), SecretFileError> {
+    if let Some(path) = file {
+        let content = std::fs::read_to_string(path).map_err(|source| SecretFileError {
+            path: path.to_owned(),
+            source,
+        })?;
+        let trimmed = content
+            .strip_suffix('\n')
+            .map(|s| s.strip_suffix('\r').unwrap_or(s))
+            .unwrap_or(&content);
+        *secret = Some(Secret::new(trimmed));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct GrpcSettings {
     pub addr: SocketAddr,
     pub max_message_bytes: usize,
+    pub tls: TlsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +128,17 @@ pub struct MongoSettings {
     pub collection: String,
     pub server_selection_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    pub tls: ClientTlsSettings,
+    /// Overrides the user name / password of the URI when set.
+    pub auth: Credentials,
+}
+
+/// Client-side TLS towards a dependency.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientTlsSettings {
+    pub enabled: bool,
+    /// PEM file of the CA(s) to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -55,6 +149,10 @@ pub struct RedisSettings {
     pub ttl_seconds: u64,
     pub timeout_ms: u64,
     pub key_prefix: String,
+    /// PEM CA(s) to trust for a `rediss://` URL (default: the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Overrides the user name / password of the URL when set.
+    pub auth: Credentials,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +164,51 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     pub producer: ProducerSettings,
     pub consumer: ConsumerSettings,
+    pub security: KafkaSecurity,
+}
+
+/// How every Kafka client of the service authenticates and encrypts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSecurity {
+    pub protocol: KafkaSecurityProtocol,
+    /// PEM CA(s) to trust for `ssl` / `sasl_ssl` (librdkafka `ssl.ca.location`).
+    pub ssl_ca_file: Option<PathBuf>,
+    pub sasl: SaslSettings,
+}
+
+/// librdkafka `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaslSettings {
+    /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.
+    pub mechanism: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Wins over `password`.
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +280,8 @@ impl std::fmt::Debug for MongoSettings {
             .field("uri", &"<redacted>")
             .field("database", &self.database)
             .field("collection", &self.collection)
+            .field("tls", &self.tls)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +292,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("enabled", &self.enabled)
             .field("url", &"<redacted>")
             .field("ttl_seconds", &self.ttl_seconds)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -158,18 +305,43 @@ const DEFAULTS: &str = include_str!("../../../config/default.yaml");
 /// name them) and the keys they override.
 const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("HTTP_ADDR", "http.addr"),
+    ("HTTP_HEADER_READ_TIMEOUT_MS", "http.header_read_timeout_ms"),
+    ("HTTP_TLS_ENABLED", "http.tls.enabled"),
+    ("HTTP_TLS_CERT_FILE", "http.tls.cert_file"),
+    ("HTTP_TLS_KEY_FILE", "http.tls.key_file"),
     ("GRPC_ADDR", "grpc.addr"),
+    ("GRPC_TLS_ENABLED", "grpc.tls.enabled"),
+    ("GRPC_TLS_CERT_FILE", "grpc.tls.cert_file"),
+    ("GRPC_TLS_KEY_FILE", "grpc.tls.key_file"),
     ("METRICS_ADDR", "metrics.addr"),
     ("MONGO_URI", "mongo.uri"),
     ("MONGO_DB", "mongo.database"),
     ("MONGO_COLLECTION", "mongo.collection"),
+    ("MONGO_TLS_ENABLED", "mongo.tls.enabled"),
+    ("MONGO_TLS_CA_FILE", "mongo.tls.ca_file"),
+    ("MONGO_USERNAME", "mongo.auth.username"),
+    ("MONGO_PASSWORD", "mongo.auth.password"),
+    ("MONGO_PASSWORD_FILE", "mongo.auth.password_file"),
     ("KAFKA_BROKERS", "kafka.brokers"),
     ("KAFKA_GROUP_ID", "kafka.group_id"),
     ("KAFKA_TOPIC_CREATE", "kafka.topics.create"),
     ("KAFKA_TOPIC_UPDATE", "kafka.topics.update"),
     ("KAFKA_TOPIC_DEAD_LETTER", "kafka.topics.dead_letter"),
+    ("KAFKA_SECURITY_PROTOCOL", "kafka.security.protocol"),
+    ("KAFKA_SSL_CA_FILE", "kafka.security.ssl_ca_file"),
+    ("KAFKA_SASL_MECHANISM", "kafka.security.sasl.mechanism"),
+    ("KAFKA_SASL_USERNAME", "kafka.security.sasl.username"),
+    ("KAFKA_SASL_PASSWORD", "kafka.security.sasl.password"),
+    (
+        "KAFKA_SASL_PASSWORD_FILE",
+        "kafka.security.sasl.password_file",
+    ),
     ("REDIS_URL", "redis.url"),
     ("REDIS_ENABLED", "redis.enabled"),
+    ("REDIS_TLS_CA_FILE", "redis.tls_ca_file"),
+    ("REDIS_USERNAME", "redis.auth.username"),
+    ("REDIS_PASSWORD", "redis.auth.password"),
+    ("REDIS_PASSWORD_FILE", "redis.auth.password_file"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("LOG_FORMAT", "telemetry.log_format"),
@@ -210,6 +382,16 @@ impl Settings {
             }
         }
         builder.build()?.try_deserialize()
+    }
+
+    /// Reads every `*_file` secret into its value. Called once at startup
+    /// (and by [`crate::server::Application::build`]); fails naming the file
+    /// that cannot be read.
+    pub fn resolve_secrets(&mut self) -> Result<(), SecretFileError> {
+        self.mongo.auth.resolve()?;
+        self.redis.auth.resolve()?;
+        let sasl = &mut self.kafka.security.sasl;
+        resolve_secret(&mut sasl.password, sasl.password_file.as_deref())
     }
 }
 
@@ -294,5 +476,147 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    /// Every secret setting, each with its own value: none may show in
+    /// `Debug` (plain or pretty), all must reach the settings.
+    #[test]
+    fn every_secret_field_is_redacted() {
+        let secrets = [
+            ("MONGO_URI", "mongodb://u:mongo-uri-secret@127.0.0.1"),
+            ("MONGO_PASSWORD", "mongo-password-secret"),
+            ("REDIS_URL", "rediss://u:redis-url-secret@127.0.0.1"),
+            ("REDIS_PASSWORD", "redis-password-secret"),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_PASSWORD", "kafka-sasl-secret"),
+        ];
+        let s = Settings::load_from(None, env(&secrets)).unwrap();
+        assert_eq!(
+            s.mongo.auth.password.as_ref().map(Secret::expose),
+            Some("mongo-password-secret")
+        );
+        assert_eq!(
+            s.redis.auth.password.as_ref().map(Secret::expose),
+            Some("redis-password-secret")
+        );
+        assert_eq!(
+            s.kafka.security.sasl.password.as_ref().map(Secret::expose),
+            Some("kafka-sasl-secret")
+        );
+        assert_eq!(s.kafka.security.protocol, KafkaSecurityProtocol::SaslSsl);
+        for debug in [format!("{s:?}"), format!("{s:#?}")] {
+            for secret in [
+                "mongo-uri-secret",
+                "mongo-password-secret",
+                "redis-url-secret",
+                "redis-password-secret",
+                "kafka-sasl-secret",
+            ] {
+                assert!(!debug.contains(secret), "{secret} in {debug}");
+            }
+            assert!(debug.contains("<redacted>"));
+        }
+    }
+
+    #[test]
+    fn password_files_are_read_and_stay_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let mongo = file("mongo", "mongo-file-secret\n");
+        let redis = file("redis", "redis-file-secret");
+        let kafka = file("kafka", "kafka-file-secret\r\n");
+        let mut s = Settings::load_from(
+            None,
+            env(&[
+                ("MONGO_PASSWORD", "inline-loses"),
+                ("MONGO_PASSWORD_FILE", &mongo),
+                ("REDIS_PASSWORD_FILE", &redis),
+                ("KAFKA_SASL_PASSWORD_FILE", &kafka),
+            ]),
+        )
+        .unwrap();
+        s.resolve_secrets().unwrap();
+        let expose = |secret: &Option<Secret>| secret.as_ref().map(|s| s.expose().to_owned());
+        assert_eq!(
+            expose(&s.mongo.auth.password).as_deref(),
+            Some("mongo-file-secret")
+        );
+        assert_eq!(
+            expose(&s.redis.auth.password).as_deref(),
+            Some("redis-file-secret")
+        );
+        assert_eq!(
+            expose(&s.kafka.security.sasl.password).as_deref(),
+            Some("kafka-file-secret")
+        );
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("file-secret"), "{debug}");
+        // Resolving again (Application::build does) changes nothing.
+        s.resolve_secrets().unwrap();
+        assert_eq!(
+            expose(&s.mongo.auth.password).as_deref(),
+            Some("mongo-file-secret")
+        );
+    }
+
+    #[test]
+    fn a_missing_secret_file_names_the_file_not_a_secret() {
+        let mut s = Settings::load_from(
+            None,
+            env(&[("KAFKA_SASL_PASSWORD_FILE", "/nonexistent/kafka-password")]),
+        )
+        .unwrap();
+        let err = s.resolve_secrets().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/kafka-password"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_switchable_by_environment() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(!s.http.tls.enabled && !s.grpc.tls.enabled);
+        assert_eq!(s.http.header_read_timeout_ms, 10_000);
+        assert_eq!(s.kafka.security.protocol, KafkaSecurityProtocol::Plaintext);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("HTTP_TLS_ENABLED", "true"),
+                ("HTTP_TLS_CERT_FILE", "/certs/http.crt"),
+                ("HTTP_TLS_KEY_FILE", "/certs/http.key"),
+                ("HTTP_HEADER_READ_TIMEOUT_MS", "1500"),
+                ("GRPC_TLS_ENABLED", "true"),
+                ("GRPC_TLS_CERT_FILE", "/certs/grpc.crt"),
+                ("GRPC_TLS_KEY_FILE", "/certs/grpc.key"),
+                ("MONGO_TLS_CA_FILE", "/certs/mongo-ca.pem"),
+                ("REDIS_TLS_CA_FILE", "/certs/redis-ca.pem"),
+                ("KAFKA_SSL_CA_FILE", "/certs/kafka-ca.pem"),
+                ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
+                ("KAFKA_SASL_USERNAME", "products"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.http.tls.enabled && s.grpc.tls.enabled);
+        assert_eq!(s.http.tls.cert_file, Path::new("/certs/http.crt"));
+        assert_eq!(s.http.tls.key_file, Path::new("/certs/http.key"));
+        assert_eq!(s.grpc.tls.cert_file, Path::new("/certs/grpc.crt"));
+        assert_eq!(s.grpc.tls.key_file, Path::new("/certs/grpc.key"));
+        assert_eq!(s.http.header_read_timeout_ms, 1500);
+        assert_eq!(
+            s.mongo.tls.ca_file.as_deref(),
+            Some(Path::new("/certs/mongo-ca.pem"))
+        );
+        assert_eq!(
+            s.redis.tls_ca_file.as_deref(),
+            Some(Path::new("/certs/redis-ca.pem"))
+        );
+        assert_eq!(
+            s.kafka.security.ssl_ca_file.as_deref(),
+            Some(Path::new("/certs/kafka-ca.pem"))
+        );
+        assert_eq!(s.kafka.security.sasl.mechanism, "SCRAM-SHA-256");
+        assert_eq!(s.kafka.security.sasl.username.as_deref(), Some("products"));
     }
 }

@@ -5,6 +5,7 @@
 //! - [`adapters`]: MongoDB, Redis and id generation behind the core's ports.
 //! - [`api`]: REST (axum) and gRPC (tonic) delivery.
 //! - [`telemetry`]: logs, traces and metrics.
+//! - [`tls`]: TLS for the listeners and `gen-cert`.
 //! - [`server`]: wiring and lifecycle (`Application::build`, then
 //!   `run_until_stopped`), and [`config`] for typed settings.
 
@@ -14,3 +15,4 @@ pub mod codec;
 pub mod config;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

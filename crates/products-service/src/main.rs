@@ -8,7 +8,7 @@ use products_service::{
     adapters::kafka::dead_letter::{replay, ReplayOptions},
     config::Settings,
     server::{shutdown_on_signal, Application},
-    telemetry,
+    telemetry, tls,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -42,18 +42,40 @@ enum Command {
         #[arg(long)]
         error_contains: Option<String>,
     },
+    /// Write a local certificate authority and a server certificate signed
+    /// by it (ca.crt, ca.key, server.crt, server.key) for HTTPS and gRPC over
+    /// TLS on this machine (`make cert`). Clients trust ca.crt.
+    GenCert {
+        /// Directory for the four PEM files (replaced if present).
+        #[arg(long, default_value = ".certs")]
+        out: PathBuf,
+        /// DNS names / IP addresses of the server certificate.
+        #[arg(long = "host", default_values = tls::certgen::DEFAULT_HOSTS)]
+        hosts: Vec<String>,
+        /// Validity of both certificates.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    if let Some(Command::GenCert { out, hosts, days }) = &cli.command {
+        return gen_cert(out, hosts, *days);
+    }
+    tls::install_crypto_provider();
+    let mut settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("invalid configuration: {err}");
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = settings.resolve_secrets() {
+        eprintln!("invalid configuration: {err}");
+        return ExitCode::from(2);
+    }
     let _telemetry = match telemetry::init(&settings.telemetry) {
         Ok(guard) => guard,
         Err(err) => {
@@ -77,11 +99,31 @@ async fn main() -> ExitCode {
             };
             replay_dlq(settings, options).await
         }
+        Command::GenCert { .. } => unreachable!("handled before the settings load"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "products-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gen_cert(out: &std::path::Path, hosts: &[String], days: u32) -> ExitCode {
+    match tls::certgen::generate(out, hosts, days) {
+        Ok(files) => {
+            println!(
+                "wrote {} (trust this CA in clients), {} and {} (the server's chain and key) for {}",
+                files.ca_cert.display(),
+                files.server_cert.display(),
+                files.server_key.display(),
+                hosts.join(", "),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("gen-cert: {err}");
             ExitCode::FAILURE
         }
     }

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use mongodb::{
     bson::{doc, oid::ObjectId, Document},
     error::{ErrorKind, WriteFailure},
-    options::{ClientOptions, IndexOptions, ReturnDocument},
+    options::{ClientOptions, IndexOptions, ReturnDocument, Tls, TlsOptions},
     Client, Collection, Database, IndexModel,
 };
 use products_core::{
@@ -55,10 +55,29 @@ pub struct MongoProductRepository {
 
 impl MongoProductRepository {
     /// Creates the client; it connects lazily, so the service starts (and
-    /// reports not-ready) while the database is down.
+    /// reports not-ready) while the database is down. TLS and credentials
+    /// from the settings override those of the URI; secrets must have been
+    /// resolved (`Settings::resolve_secrets`).
     pub async fn connect(settings: &MongoSettings) -> Result<Self, mongodb::error::Error> {
         let mut options = ClientOptions::parse(&settings.uri).await?;
         options.app_name = Some("products-service".to_owned());
+        if settings.tls.enabled || settings.tls.ca_file.is_some() {
+            let tls = TlsOptions::builder()
+                .ca_file_path(settings.tls.ca_file.clone())
+                .build();
+            options.tls = Some(Tls::Enabled(tls));
+        }
+        let auth = &settings.auth;
+        if auth.username.is_some() || auth.password.is_some() {
+            let mut credential = options.credential.take().unwrap_or_default();
+            if let Some(username) = &auth.username {
+                credential.username = Some(username.clone());
+            }
+            if let Some(password) = &auth.password {
+                credential.password = Some(password.expose().to_owned());
+            }
+            options.credential = Some(credential);
+        }
         options.server_selection_timeout =
             Some(Duration::from_millis(settings.server_selection_timeout_ms));
         options.connect_timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
@@ -382,7 +401,40 @@ fn port_error(err: mongodb::error::Error) -> PortError {
 
 #[cfg(test)]
 mod tests {
-    use super::literal_pattern;
+    use super::{literal_pattern, MongoProductRepository};
+    use crate::config::{Secret, Settings};
+    use products_core::app::ProductRepository;
+
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Neither a bad URI nor an unreachable server echoes the password.
+    #[tokio::test]
+    async fn errors_do_not_echo_credentials() {
+        let mut settings = Settings::load_from(None, Vec::new()).unwrap().mongo;
+        settings.uri = "mongodb://products:uri-hunter2@127.0.0.1:99999/".to_owned();
+        let err = MongoProductRepository::connect(&settings)
+            .await
+            .err()
+            .expect("port out of range");
+        assert!(!format!("{err} {err:?}").contains("uri-hunter2"), "{err:?}");
+
+        settings.uri = format!(
+            "mongodb://products:uri-hunter2@127.0.0.1:{}/",
+            closed_port()
+        );
+        settings.auth.password = Some(Secret::new("auth-hunter2"));
+        settings.server_selection_timeout_ms = 200;
+        let repository = MongoProductRepository::connect(&settings).await.unwrap();
+        let err = repository.ping().await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 
     #[test]
     fn regex_metacharacters_are_escaped() {

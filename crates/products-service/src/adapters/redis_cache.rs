@@ -16,11 +16,45 @@ use products_core::{
     app::{PortError, ProductCache},
     domain::{Product, ProductId},
 };
-use redis::{aio::ConnectionManager, AsyncCommands};
+use redis::{aio::ConnectionManager, AsyncCommands, IntoConnectionInfo};
 
 use crate::{codec::ProductJson, config::RedisSettings};
 
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn client(settings: &RedisSettings) -> Result<redis::Client, redis::RedisError> {
+    let mut info = settings.url.as_str().into_connection_info()?;
+    let auth = &settings.auth;
+    if auth.username.is_some() || auth.password.is_some() {
+        let mut redis_settings = info.redis_settings().clone();
+        if let Some(username) = &auth.username {
+            redis_settings = redis_settings.set_username(username);
+        }
+        if let Some(password) = &auth.password {
+            redis_settings = redis_settings.set_password(password.expose());
+        }
+        info = info.set_redis_settings(redis_settings);
+    }
+    match &settings.tls_ca_file {
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|err| {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot read the Redis TLS CA file",
+                    format!("{}: {err}", path.display()),
+                ))
+            })?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+        }
+        None => redis::Client::open(info),
+    }
+}
 
 pub struct RedisProductCache {
     client: redis::Client,
@@ -37,10 +71,12 @@ struct ConnectionState {
 }
 
 impl RedisProductCache {
-    /// Checks the URL only; no connection is made until first use.
+    /// Checks the URL (and reads the TLS CA file) only; no connection is made
+    /// until first use. A `rediss://` URL means TLS; credentials in the
+    /// settings override those of the URL (secrets must have been resolved).
     pub fn new(settings: &RedisSettings) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(settings.url.as_str())?,
+            client: client(settings)?,
             state: Mutex::new(ConnectionState::default()),
             ttl_seconds: settings.ttl_seconds.max(1),
             timeout: Duration::from_millis(settings.timeout_ms.max(1)),
@@ -166,5 +202,41 @@ impl ProductCache for RedisProductCache {
         self.run(async |mut c| c.del::<_, ()>(&key).await)
             .await
             .inspect_err(|_| count("error"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedisProductCache;
+    use crate::config::{Secret, Settings};
+
+    /// Neither a bad URL nor an unreachable server echoes the password.
+    #[tokio::test]
+    async fn errors_do_not_echo_credentials() {
+        let mut settings = Settings::load_from(None, Vec::new()).unwrap().redis;
+        settings.url = "redis://:url-hunter2@127.0.0.1:notaport".to_owned();
+        let err = RedisProductCache::new(&settings)
+            .err()
+            .expect("invalid port");
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        settings.url = format!("redis://:url-hunter2@127.0.0.1:{port}");
+        settings.auth.password = Some(Secret::new("auth-hunter2"));
+        let cache = RedisProductCache::new(&settings).unwrap();
+        let err = cache.ping().await.unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_an_error() {
+        let mut settings = Settings::load_from(None, Vec::new()).unwrap().redis;
+        settings.url = "rediss://127.0.0.1:6380".to_owned();
+        settings.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(RedisProductCache::new(&settings).is_err());
     }
 }

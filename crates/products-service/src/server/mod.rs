@@ -6,6 +6,7 @@
 //! period.
 
 mod background;
+mod http_serve;
 mod signals;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -35,6 +36,7 @@ use crate::{
     },
     config::Settings,
     telemetry,
+    tls::{self, PemIdentity},
 };
 
 pub struct Application {
@@ -42,6 +44,8 @@ pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
     metrics_listener: TcpListener,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    grpc_tls: Option<PemIdentity>,
     products: ProductService,
     repository: Arc<MongoProductRepository>,
     publisher: Arc<KafkaCommandPublisher>,
@@ -49,7 +53,20 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
+        settings.resolve_secrets()?;
+        let http_tls = if settings.http.tls.enabled {
+            let identity = PemIdentity::load(&settings.http.tls).context("HTTP TLS")?;
+            Some(identity.server_config(&[b"h2", b"http/1.1"])?)
+        } else {
+            None
+        };
+        let grpc_tls = if settings.grpc.tls.enabled {
+            Some(PemIdentity::load(&settings.grpc.tls).context("gRPC TLS")?)
+        } else {
+            None
+        };
         let repository = Arc::new(
             MongoProductRepository::connect(&settings.mongo)
                 .await
@@ -104,6 +121,8 @@ impl Application {
             http_listener: bind(settings.http.addr, "HTTP").await?,
             grpc_listener: bind(settings.grpc.addr, "gRPC").await?,
             metrics_listener: bind(settings.metrics.addr, "metrics").await?,
+            http_tls,
+            grpc_tls,
             settings,
             products,
             repository,
@@ -132,6 +151,8 @@ impl Application {
             http_listener,
             grpc_listener,
             metrics_listener,
+            http_tls,
+            grpc_tls,
             products,
             repository,
             publisher,
@@ -163,8 +184,15 @@ impl Application {
             },
             &settings.http,
         );
-        let http_server = axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let http_server = http_serve::serve(
+            http_listener,
+            http_app,
+            http_serve::HttpServeOptions {
+                tls: http_tls,
+                header_read_timeout: Duration::from_millis(settings.http.header_read_timeout_ms),
+            },
+            shutdown.clone(),
+        );
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -174,7 +202,18 @@ impl Application {
         let products_grpc =
             pb::products_service_server::ProductsServiceServer::new(ProductsGrpc::new(products))
                 .max_decoding_message_size(settings.grpc.max_message_bytes);
-        let grpc_server = tonic::transport::Server::builder()
+        let mut grpc_builder = tonic::transport::Server::builder();
+        if let Some(identity) = grpc_tls {
+            grpc_builder = grpc_builder.tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(
+                        identity.cert_pem,
+                        identity.key_pem,
+                    ))
+                    .timeout(Duration::from_millis(settings.http.header_read_timeout_ms)),
+            )?;
+        }
+        let grpc_server = grpc_builder
             .layer(telemetry::grpc::GrpcTelemetryLayer)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)

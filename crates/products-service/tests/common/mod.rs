@@ -149,11 +149,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_app_with_client(settings, reqwest::Client::builder()).await
+}
+
+/// As [`spawn_app_with`], with the test's HTTP client built from `client`
+/// (e.g. trusting a test CA when `settings.http.tls` is on: the base URL is
+/// then `https://`).
+pub async fn spawn_app_with_client(settings: Settings, client: reqwest::ClientBuilder) -> TestApp {
     init_logs();
     let app = Application::build(settings.clone())
         .await
         .expect("application builds");
-    let http = format!("http://{}", app.http_addr());
+    let scheme = if settings.http.tls.enabled {
+        "https"
+    } else {
+        "http"
+    };
+    let http = format!("{scheme}://{}", app.http_addr());
     let grpc_addr = app.grpc_addr();
     let metrics_addr = app.metrics_addr();
     let shutdown = CancellationToken::new();
@@ -163,10 +175,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         grpc_addr,
         metrics_addr,
         settings,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
+        client: client.timeout(Duration::from_secs(30)).build().unwrap(),
         shutdown,
         server: Some(server),
     };

@@ -77,7 +77,7 @@ pub struct PrivateFerretDb {
     child: Option<Child>,
 }
 
-fn ferretdb_binary() -> PathBuf {
+pub fn ferretdb_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FERRETDB_BIN") {
         return path.into();
     }
@@ -178,25 +178,46 @@ fn kafka_libs() -> PathBuf {
 /// restarted with its data, for broker-loss tests.
 pub struct PrivateKafka {
     pub port: u16,
+    /// The SASL_PLAINTEXT (SCRAM-SHA-512) listener of [`PrivateKafka::start_with_scram`].
+    pub sasl_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl PrivateKafka {
     pub async fn start() -> Self {
+        Self::start_with_scram(None).await
+    }
+
+    /// As [`PrivateKafka::start`], plus (with `Some((user, password))`) a
+    /// SASL_PLAINTEXT listener on `sasl_port` accepting SCRAM-SHA-512 for
+    /// that user, whose credential is written at format time.
+    pub async fn start_with_scram(user: Option<(&str, &str)>) -> Self {
         let dir = std::env::temp_dir().join(super::unique("kafka"));
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let port = free_port();
         let controller = free_port();
+        let sasl_port = user.map(|_| free_port());
+        let (sasl_listener, sasl_config) = match sasl_port {
+            Some(sasl) => (
+                format!(",SASL_PLAINTEXT://127.0.0.1:{sasl}"),
+                "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
+            ),
+            None => (String::new(), ""),
+        };
         let properties = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{sasl_listener}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener}\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,\
+             SASL_PLAINTEXT:SASL_PLAINTEXT\n\
              inter.broker.listener.name=PLAINTEXT\n\
+             {sasl_config}\
              log.dirs={}\n\
              num.partitions=3\n\
              offsets.topic.replication.factor=1\n\
@@ -209,11 +230,18 @@ impl PrivateKafka {
         // Each private broker has its own data directory, so one fixed
         // (valid: 16 bytes, base64url) cluster id serves them all.
         let cluster_id = "MkU3OEVBNTcwNTJENDM2Qk";
-        let status = Command::new("java")
+        let mut format = Command::new("java");
+        format
             .arg("-cp")
             .arg(format!("{}/*", kafka_libs().display()))
             .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
-            .arg(dir.join("server.properties"))
+            .arg(dir.join("server.properties"));
+        if let Some((name, password)) = user {
+            format
+                .arg("--add-scram")
+                .arg(format!("SCRAM-SHA-512=[name={name},password={password}]"));
+        }
+        let status = format
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -221,6 +249,7 @@ impl PrivateKafka {
         assert!(status.success(), "formatting Kafka storage failed");
         let mut kafka = Self {
             port,
+            sasl_port,
             dir,
             child: None,
         };
@@ -230,6 +259,14 @@ impl PrivateKafka {
 
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The SASL_PLAINTEXT listener's address (`start_with_scram` only).
+    pub fn sasl_brokers(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.sasl_port.expect("started with start_with_scram")
+        )
     }
 
     /// Starts (again) with the same data, waiting until it serves metadata.

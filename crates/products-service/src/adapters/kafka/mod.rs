@@ -20,7 +20,9 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
 
-/// Settings every client of ours shares.
+/// Settings every client of ours shares, transport security included
+/// (secrets must have been resolved: `Settings::resolve_secrets`). rdkafka's
+/// `Debug` of a `ClientConfig` hides `sasl.password`.
 fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -28,5 +30,75 @@ fn client_config(settings: &KafkaSettings) -> ClientConfig {
         .set("client.id", "products-service")
         // Fail fast on a dead broker address instead of hanging on DNS.
         .set("socket.connection.setup.timeout.ms", "5000");
+    let security = &settings.security;
+    config.set("security.protocol", security.protocol.as_str());
+    if let Some(ca) = &security.ssl_ca_file {
+        config.set("ssl.ca.location", ca.to_string_lossy());
+    }
+    if security.protocol.uses_sasl() {
+        let sasl = &security.sasl;
+        config.set("sasl.mechanism", &sasl.mechanism);
+        if let Some(username) = &sasl.username {
+            config.set("sasl.username", username);
+        }
+        if let Some(password) = &sasl.password {
+            config.set("sasl.password", password.expose());
+        }
+    }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::FutureProducer;
+
+    use super::client_config;
+    use crate::config::{KafkaSecurityProtocol, Secret, Settings};
+
+    fn settings() -> crate::config::KafkaSettings {
+        let mut kafka = Settings::load_from(None, Vec::new()).unwrap().kafka;
+        kafka.security.protocol = KafkaSecurityProtocol::SaslSsl;
+        kafka.security.ssl_ca_file = Some("/certs/kafka-ca.pem".into());
+        kafka.security.sasl.username = Some("products".to_owned());
+        kafka.security.sasl.password = Some(Secret::new("sasl-hunter2"));
+        kafka
+    }
+
+    #[test]
+    fn security_settings_become_librdkafka_keys() {
+        let config = client_config(&settings());
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("ssl.ca.location"), Some("/certs/kafka-ca.pem"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("products"));
+        assert_eq!(config.get("sasl.password"), Some("sasl-hunter2"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+
+        let mut plain = settings();
+        plain.security.protocol = KafkaSecurityProtocol::Plaintext;
+        let config = client_config(&plain);
+        assert_eq!(config.get("security.protocol"), Some("plaintext"));
+        assert_eq!(config.get("sasl.password"), None);
+    }
+
+    /// A client that cannot be created says why, without the password.
+    #[test]
+    fn creation_errors_do_not_echo_the_password() {
+        let mut kafka = settings();
+        kafka.security.sasl.mechanism = "NOT-A-MECHANISM".to_owned();
+        let err = client_config(&kafka)
+            .create::<FutureProducer>()
+            .err()
+            .expect("unknown SASL mechanism");
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    /// The build has what SASL/SCRAM over TLS needs (rdkafka `ssl` feature).
+    #[test]
+    fn librdkafka_is_built_with_ssl_and_scram() {
+        let mut kafka = settings();
+        kafka.security.ssl_ca_file = None;
+        let producer: FutureProducer = client_config(&kafka).create().expect("sasl_ssl + SCRAM");
+        drop(producer);
+    }
 }
