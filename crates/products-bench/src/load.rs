@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use mongodb::bson::Document;
+use mongodb::bson::{doc, Document};
 use products_service::api::grpc::pb::{
     products_service_client::ProductsServiceClient, GetByIdReq, SearchReq,
 };
@@ -350,10 +350,13 @@ pub async fn write_run(
     let coll = mongo
         .database(&names.read_database)
         .collection::<Document>("products");
-    let before = coll.estimated_document_count().await?;
+    let before = coll.count_documents(doc! {}).await?;
     let url = format!("http://{}/api/v1/products", svc.http);
     let mut accepted = 0;
     let mut errors = 0;
+    // Done is judged by the consumer's settled count, not a document count
+    // (see Service::settled_creates); the documents are counted once after.
+    let settled_before = svc.settled_creates(&names.topic_create).await?;
     svc.reset_peak();
     let args = wrk_args(c, opts.write_duration.as_secs(), script, &url);
     let start = Instant::now();
@@ -364,15 +367,15 @@ pub async fn write_run(
     let rps = (w.requests - w.status_errors) as f64 / w.secs;
     let expected = before + accepted;
     let deadline = Instant::now() + opts.drain_timeout;
-    let mut count;
     loop {
-        count = coll.estimated_document_count().await?;
-        if count >= expected || Instant::now() > deadline {
+        let settled = svc.settled_creates(&names.topic_create).await?;
+        if settled >= settled_before + accepted || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let e2e = start.elapsed().as_secs_f64();
+    let count = coll.count_documents(doc! {}).await?;
     let missing = expected.saturating_sub(count);
     errors += missing;
     let peak = svc.rss()?.1;
@@ -395,6 +398,6 @@ pub async fn write_run(
         "missing": missing,
         "errors": errors,
         "peak_rss_bytes": peak,
-        "command": format!("wrk {} (then countDocuments until every accepted write is stored)", args.join(" ")),
+        "command": format!("wrk {} (then until the consumer has settled every accepted write, then countDocuments checked)", args.join(" ")),
     }))
 }

@@ -122,6 +122,29 @@ impl Service {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
     }
 
+    /// Create commands this instance's consumer has settled (applied or found
+    /// already applied), from its `kafka_consumed_messages_total`. Polling
+    /// this instead of counting documents matters: a count on FerretDB/SQLite
+    /// reads every document (seconds at 100,000) and would slow the very
+    /// inserts it measures.
+    pub async fn settled_creates(&self, topic: &str) -> Result<u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await?
+            .text()
+            .await?;
+        let topic_label = format!("topic=\"{topic}\"");
+        let settled = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("kafka_consumed_messages_total{"))
+            .filter(|line| line.contains(&topic_label))
+            .filter(|line| {
+                line.contains("outcome=\"applied\"") || line.contains("outcome=\"duplicate\"")
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        Ok(settled as u64)
+    }
+
     /// Count, total and mean of `mongodb_operation_duration_seconds` per
     /// operation, from the service's /metrics.
     pub async fn mongo_operations(&self) -> Result<Value> {
