@@ -30,8 +30,10 @@ use crate::{
         redis_cache::RedisProductCache,
     },
     api::{
-        grpc::{pb, ProductsGrpc},
+        auth::Authenticator,
+        grpc::{pb, shed_load, ProductsGrpc},
         http::{self, AppState, Probe, Readiness},
+        rate_limit::RateLimiter,
     },
     config::Settings,
     telemetry,
@@ -46,10 +48,14 @@ pub struct Application {
     repository: Arc<MongoProductRepository>,
     publisher: Arc<KafkaCommandPublisher>,
     readiness: Arc<Readiness>,
+    auth: Option<Arc<Authenticator>>,
+    rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let auth = Authenticator::from_settings(&settings.auth).context("invalid auth settings")?;
+        let rate_limiter = RateLimiter::from_settings(&settings.rate_limit);
         let repository = Arc::new(
             MongoProductRepository::connect(&settings.mongo)
                 .await
@@ -109,6 +115,8 @@ impl Application {
             repository,
             publisher,
             readiness,
+            auth,
+            rate_limiter,
         })
     }
 
@@ -136,6 +144,8 @@ impl Application {
             repository,
             publisher,
             readiness,
+            auth,
+            rate_limiter,
         } = self;
         let registry = telemetry::metrics::registry();
         let mut background = background::Tasks::new(shutdown.clone());
@@ -160,9 +170,13 @@ impl Application {
             AppState {
                 products: products.clone(),
                 readiness,
+                auth: auth.clone(),
+                rate_limiter: rate_limiter.clone(),
             },
             &settings.http,
         );
+        // Peer addresses reach the per-client rate limit as `ConnectInfo`.
+        let http_app = http_app.into_make_service_with_connect_info::<SocketAddr>();
         let http_server = axum::serve(http_listener, http_app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
@@ -171,10 +185,16 @@ impl Application {
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let products_grpc =
-            pb::products_service_server::ProductsServiceServer::new(ProductsGrpc::new(products))
-                .max_decoding_message_size(settings.grpc.max_message_bytes);
+        let products_grpc = pb::products_service_server::ProductsServiceServer::new(
+            ProductsGrpc::new(products)
+                .with_auth(auth)
+                .with_rate_limit(rate_limiter),
+        )
+        .max_decoding_message_size(settings.grpc.max_message_bytes)
+        .max_encoding_message_size(settings.grpc.max_message_bytes);
+        let products_grpc = shed_load(products_grpc, settings.grpc.max_concurrent_requests);
         let grpc_server = tonic::transport::Server::builder()
+            .timeout(Duration::from_millis(settings.grpc.request_timeout_ms))
             .layer(telemetry::grpc::GrpcTelemetryLayer)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
