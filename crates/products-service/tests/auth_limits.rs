@@ -557,6 +557,10 @@ fn held_rest_call(
     tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
 ) {
     let (release, chunks) = tokio::sync::mpsc::channel(1);
+    // A first chunk makes the client send the request head at once.
+    release
+        .try_send(Ok(br#"{"name":"#.to_vec()))
+        .expect("an empty channel has room");
     let request = app
         .client
         .post(app.url("/api/v1/products"))
@@ -565,6 +569,33 @@ fn held_rest_call(
             tokio_stream::wrappers::ReceiverStream::new(chunks),
         ));
     (release, tokio::spawn(request.send()))
+}
+
+/// Keeps `slots` calls made by `hold` in flight until `is_shed` says a probe
+/// was refused, i.e. the held calls fill every slot. A held call that was
+/// itself shed (a probe had the slot at that moment) is replaced, and probes
+/// wait a poll interval after new calls were started so those get there first.
+async fn fill_slots<H, P>(
+    slots: usize,
+    mut hold: impl FnMut() -> (H, tokio::task::JoinHandle<P>),
+    mut is_shed: impl AsyncFnMut() -> bool,
+) -> Vec<(H, tokio::task::JoinHandle<P>)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut held = Vec::new();
+    loop {
+        held.retain(|(_, call): &(H, tokio::task::JoinHandle<P>)| !call.is_finished());
+        while held.len() < slots {
+            held.push(hold());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if is_shed().await {
+            return held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the held calls never filled the slots"
+        );
+    }
 }
 
 #[tokio::test]
@@ -578,10 +609,14 @@ async fn over_the_concurrency_limit_requests_are_shed_at_once() {
     let search = app.url("/api/v1/products/search?search=x");
 
     // REST: two requests hold both slots; the next is answered 503 at once.
-    let held: Vec<_> = (0..2).map(|_| held_rest_call(&app)).collect();
-    eventually(Duration::from_secs(10), || async {
-        app.client.get(&search).send().await.unwrap().status() == StatusCode::SERVICE_UNAVAILABLE
-    })
+    let held = fill_slots(
+        2,
+        || held_rest_call(&app),
+        async || {
+            app.client.get(&search).send().await.unwrap().status()
+                == StatusCode::SERVICE_UNAVAILABLE
+        },
+    )
     .await;
     let started = Instant::now();
     let shed = app.client.get(&search).send().await.unwrap();
@@ -590,6 +625,7 @@ async fn over_the_concurrency_limit_requests_are_shed_at_once() {
     assert_eq!(shed.headers()["retry-after"], "1");
     let body: Value = shed.json().await.unwrap();
     assert_eq!(body["status"], 503, "{body}");
+    assert_eq!(body["causes"], json!([]), "{body}");
     // Probes are not counted: an overloaded instance is still alive.
     let health = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
@@ -600,16 +636,23 @@ async fn over_the_concurrency_limit_requests_are_shed_at_once() {
         .connect()
         .await
         .unwrap();
-    let held_grpc: Vec<_> = (0..2).map(|_| held_grpc_call(channel.clone())).collect();
     let mut grpc = ProductsServiceClient::new(channel.clone());
     let get = || GetByIdReq {
         product_id: NO_PRODUCT.to_owned(),
     };
-    eventually(Duration::from_secs(10), || {
-        let mut grpc = grpc.clone();
-        async move { grpc.get_by_id(get()).await.unwrap_err().code() == Code::Unavailable }
-    })
+    let held_grpc = fill_slots(
+        2,
+        || held_grpc_call(channel.clone()),
+        async || {
+            let mut grpc = grpc.clone();
+            grpc.get_by_id(get()).await.unwrap_err().code() == Code::Unavailable
+        },
+    )
     .await;
+    let started = Instant::now();
+    let err = grpc.get_by_id(get()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest {
