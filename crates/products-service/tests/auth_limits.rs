@@ -497,13 +497,14 @@ async fn grpc_message_size_is_limited_both_ways_and_page_size_is_capped() {
 
 /// A `GetByID` whose request message never comes until `release` is
 /// dropped: the server's handler waits for it, holding its slot.
+type GetByIdReply =
+    Result<tonic::Response<products_service::api::grpc::pb::GetByIdRes>, tonic::Status>;
+
 fn held_grpc_call(
     channel: Channel,
 ) -> (
     tokio::sync::mpsc::Sender<GetByIdReq>,
-    tokio::task::JoinHandle<
-        Result<tonic::Response<products_service::api::grpc::pb::GetByIdRes>, tonic::Status>,
-    >,
+    tokio::task::JoinHandle<GetByIdReply>,
 ) {
     let (release, messages) = tokio::sync::mpsc::channel::<GetByIdReq>(1);
     let call = tokio::spawn(async move {
@@ -550,10 +551,12 @@ async fn grpc_calls_time_out() {
 }
 
 /// A REST POST whose body stays open until the returned sender is dropped.
+type BodyChunks = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
 fn held_rest_call(
     app: &TestApp,
 ) -> (
-    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    BodyChunks,
     tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
 ) {
     let (release, chunks) = tokio::sync::mpsc::channel(1);
