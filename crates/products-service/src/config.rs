@@ -18,6 +18,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
     pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
     pub shutdown_timeout_secs: u64,
 }
 
@@ -31,6 +33,8 @@ pub struct HttpSettings {
     /// after it was accepted (or after the previous request) is closed.
     pub header_read_timeout_ms: u64,
     pub tls: TlsSettings,
+    /// API requests in flight at once; more are shed with 503 (0 = no limit).
+    pub max_concurrent_requests: usize,
 }
 
 /// Server-side TLS of one listener (PEM files).
@@ -113,6 +117,56 @@ pub struct GrpcSettings {
     pub addr: SocketAddr,
     pub max_message_bytes: usize,
     pub tls: TlsSettings,
+    pub request_timeout_ms: u64,
+    /// Product RPCs in flight at once; more are shed with `Unavailable`
+    /// (0 = no limit).
+    pub max_concurrent_requests: usize,
+}
+
+/// Who may call the product APIs (REST and gRPC). Off by default.
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// Reads (get, search) need a valid token too; by default they are public.
+    pub protect_reads: bool,
+    /// The claim that lists a token's scopes (a space-separated string or an
+    /// array of strings), and the scope a write needs.
+    pub scope_claim: String,
+    pub write_scope: String,
+    pub jwt: JwtSettings,
+    /// Static API keys, sent as bearer tokens; they may write. Never logged.
+    pub api_keys: Vec<String>,
+    /// A file with one API key per line (`#` comments and blank lines ignored).
+    pub api_keys_file: Option<PathBuf>,
+}
+
+/// JWT verification; active when a key (secret or public key) is configured.
+#[derive(Clone, Deserialize)]
+pub struct JwtSettings {
+    /// The one accepted algorithm: HS256/384/512, RS256/384/512, PS256/384/512,
+    /// ES256/384 or EdDSA. Tokens signed otherwise are rejected.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// HMAC secret (HS*), inline or from a file. Never logged.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA), inline or from a file.
+    pub public_key_pem: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    /// When set, tokens must carry this `iss` / `aud`.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+/// Per-client (IP address) token bucket on the product APIs. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Sustained requests per second per client.
+    pub per_second: u32,
+    /// Requests a client may send at once above the sustained rate.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -298,6 +352,39 @@ impl std::fmt::Debug for RedisSettings {
     }
 }
 
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("enabled", &self.enabled)
+            .field("protect_reads", &self.protect_reads)
+            .field("scope_claim", &self.scope_claim)
+            .field("write_scope", &self.write_scope)
+            .field("jwt", &self.jwt)
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .field("api_keys_file", &self.api_keys_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("JwtSettings")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &redacted(self.secret.is_some()))
+            .field("secret_file", &self.secret_file)
+            .field("public_key_pem", &redacted(self.public_key_pem.is_some()))
+            .field("public_key_file", &self.public_key_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
+}
+
 /// The defaults, compiled in so the binary runs from any directory.
 const DEFAULTS: &str = include_str!("../../../config/default.yaml");
 
@@ -345,6 +432,15 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("LOG_FORMAT", "telemetry.log_format"),
+    ("AUTH_ENABLED", "auth.enabled"),
+    ("AUTH_PROTECT_READS", "auth.protect_reads"),
+    ("AUTH_API_KEYS_FILE", "auth.api_keys_file"),
+    ("AUTH_JWT_ALGORITHM", "auth.jwt.algorithm"),
+    ("AUTH_JWT_SECRET", "auth.jwt.secret"),
+    ("AUTH_JWT_SECRET_FILE", "auth.jwt.secret_file"),
+    ("AUTH_JWT_PUBLIC_KEY_FILE", "auth.jwt.public_key_file"),
+    ("AUTH_JWT_ISSUER", "auth.jwt.issuer"),
+    ("AUTH_JWT_AUDIENCE", "auth.jwt.audience"),
 ];
 
 impl Settings {
@@ -467,15 +563,57 @@ mod tests {
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
-        let s = Settings::load_from(
+        let mut s = Settings::load_from(
             None,
             env(&[
                 ("MONGO_URI", "mongodb://user:hunter2@127.0.0.1"),
                 ("REDIS_URL", "redis://:hunter2@127.0.0.1"),
+                ("AUTH_JWT_SECRET", "hunter2-jwt-secret"),
             ]),
         )
         .unwrap();
-        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.auth.jwt.secret.as_deref(), Some("hunter2-jwt-secret"));
+        s.auth.api_keys = vec!["hunter2-api-key".to_owned()];
+        s.auth.jwt.public_key_pem = Some("hunter2-pem".to_owned());
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<1 redacted>"));
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_configurable_from_the_environment() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(!s.auth.enabled);
+        assert!(!s.auth.protect_reads);
+        assert!(!s.rate_limit.enabled);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("AUTH_ENABLED", "true"),
+                ("AUTH_PROTECT_READS", "true"),
+                ("AUTH_JWT_ALGORITHM", "ES256"),
+                ("AUTH_JWT_PUBLIC_KEY_FILE", "/run/secrets/jwt.pem"),
+                ("AUTH_JWT_ISSUER", "https://issuer.example"),
+                ("AUTH_JWT_AUDIENCE", "products"),
+                ("AUTH_API_KEYS_FILE", "/run/secrets/api-keys"),
+                ("APP__RATE_LIMIT__ENABLED", "true"),
+                ("APP__HTTP__MAX_CONCURRENT_REQUESTS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.auth.enabled && s.auth.protect_reads && s.rate_limit.enabled);
+        assert_eq!(s.auth.jwt.algorithm, jsonwebtoken::Algorithm::ES256);
+        assert_eq!(
+            s.auth.jwt.public_key_file.as_deref(),
+            Some(Path::new("/run/secrets/jwt.pem"))
+        );
+        assert_eq!(s.auth.jwt.issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(s.auth.jwt.audience.as_deref(), Some("products"));
+        assert_eq!(
+            s.auth.api_keys_file.as_deref(),
+            Some(Path::new("/run/secrets/api-keys"))
+        );
+        assert_eq!(s.http.max_concurrent_requests, 7);
     }
 
     /// Every secret setting, each with its own value: none may show in

@@ -64,4 +64,8 @@ async fn swagger_ui_renders_every_operation_offline() {
     ] {
         assert!(dom.contains(method), "{method} not rendered");
     }
+    // The bearer scheme gives the page an "Authorize" button, and the
+    // operations that accept a token a lock.
+    assert!(dom.contains("btn authorize"), "no Authorize button");
+    assert!(dom.contains("authorization__btn"), "no lock on operations");
 }

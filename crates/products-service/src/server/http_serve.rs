@@ -71,6 +71,7 @@ pub async fn serve(
             app: app.clone(),
             watcher: graceful.watcher(),
             header_read_timeout: options.header_read_timeout,
+            peer,
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -93,6 +94,9 @@ struct Connection {
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
     header_read_timeout: Duration,
+    /// The client's address, handed to handlers as `ConnectInfo` (the
+    /// per-client rate limit keys on it).
+    peer: std::net::SocketAddr,
 }
 
 impl Connection {
@@ -121,11 +125,16 @@ impl Connection {
         let service = {
             let first_request = first_request.clone();
             let app = self.app;
+            let peer = self.peer;
             hyper::service::service_fn(move |request: Request<Incoming>| {
                 first_request.cancel();
                 let app = app.clone();
+                let mut request = request.map(Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 async move {
-                    let response: Response<Body> = app.oneshot(request.map(Body::new)).await?;
+                    let response: Response<Body> = app.oneshot(request).await?;
                     Ok::<_, Infallible>(response)
                 }
             })

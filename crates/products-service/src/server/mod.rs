@@ -31,8 +31,10 @@ use crate::{
         redis_cache::RedisProductCache,
     },
     api::{
-        grpc::{pb, ProductsGrpc},
+        auth::Authenticator,
+        grpc::{pb, shed_load, ProductsGrpc},
         http::{self, AppState, Probe, Readiness},
+        rate_limit::RateLimiter,
     },
     config::Settings,
     telemetry,
@@ -50,11 +52,15 @@ pub struct Application {
     repository: Arc<MongoProductRepository>,
     publisher: Arc<KafkaCommandPublisher>,
     readiness: Arc<Readiness>,
+    auth: Option<Arc<Authenticator>>,
+    rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 impl Application {
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         tls::install_crypto_provider();
+        let auth = Authenticator::from_settings(&settings.auth).context("invalid auth settings")?;
+        let rate_limiter = RateLimiter::from_settings(&settings.rate_limit);
         settings.resolve_secrets()?;
         let http_tls = if settings.http.tls.enabled {
             let identity = PemIdentity::load(&settings.http.tls).context("HTTP TLS")?;
@@ -128,6 +134,8 @@ impl Application {
             repository,
             publisher,
             readiness,
+            auth,
+            rate_limiter,
         })
     }
 
@@ -157,6 +165,8 @@ impl Application {
             repository,
             publisher,
             readiness,
+            auth,
+            rate_limiter,
         } = self;
         let registry = telemetry::metrics::registry();
         let mut background = background::Tasks::new(shutdown.clone());
@@ -181,6 +191,8 @@ impl Application {
             AppState {
                 products: products.clone(),
                 readiness,
+                auth: auth.clone(),
+                rate_limiter: rate_limiter.clone(),
             },
             &settings.http,
         );
@@ -199,9 +211,14 @@ impl Application {
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let products_grpc =
-            pb::products_service_server::ProductsServiceServer::new(ProductsGrpc::new(products))
-                .max_decoding_message_size(settings.grpc.max_message_bytes);
+        let products_grpc = pb::products_service_server::ProductsServiceServer::new(
+            ProductsGrpc::new(products)
+                .with_auth(auth)
+                .with_rate_limit(rate_limiter),
+        )
+        .max_decoding_message_size(settings.grpc.max_message_bytes)
+        .max_encoding_message_size(settings.grpc.max_message_bytes);
+        let products_grpc = shed_load(products_grpc, settings.grpc.max_concurrent_requests);
         let mut grpc_builder = tonic::transport::Server::builder();
         if let Some(identity) = grpc_tls {
             grpc_builder = grpc_builder.tls_config(
@@ -214,6 +231,7 @@ impl Application {
             )?;
         }
         let grpc_server = grpc_builder
+            .timeout(Duration::from_millis(settings.grpc.request_timeout_ms))
             .layer(telemetry::grpc::GrpcTelemetryLayer)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)

@@ -3,9 +3,11 @@
 
 mod convert;
 mod products;
+mod shedding;
 mod status;
 
 pub use products::ProductsGrpc;
+pub use shedding::shed_load;
 
 /// Code generated from `proto/products.proto`.
 pub mod pb {

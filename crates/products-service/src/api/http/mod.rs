@@ -2,10 +2,12 @@
 //!
 //! Middleware, outermost first: request id (set + propagated), trace span,
 //! CORS, compression, timeout, body limit. RED metrics are recorded per
-//! matched route template.
+//! matched route template. The product routes are guarded (rate limit, load
+//! shedding, authentication: [`guard`]); probes and docs are not.
 
 mod error;
 mod extract;
+mod guard;
 mod health;
 mod metrics;
 mod openapi;
@@ -28,20 +30,28 @@ pub use error::{ApiError, ErrorBody};
 pub use health::{Probe, Readiness};
 pub use openapi::ApiDoc;
 
-use crate::{config::HttpSettings, telemetry::propagation::continue_trace};
+use crate::{
+    api::{auth::Authenticator, rate_limit::RateLimiter},
+    config::HttpSettings,
+    telemetry::propagation::continue_trace,
+};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub products: ProductService,
     pub readiness: Arc<Readiness>,
+    /// `None`: authentication is off.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `None`: no per-client rate limit.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP application: API, health, OpenAPI document and Swagger UI.
 pub fn router(state: AppState, settings: &HttpSettings) -> Router {
-    let api = Router::new()
+    let products = Router::new()
         .route("/api/v1/products", axum::routing::post(products::create))
         .route("/api/v1/products/search", get(products::search))
         .route(
@@ -49,7 +59,14 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
             get(products::get_by_id)
                 .put(products::update)
                 .delete(products::delete),
-        )
+        );
+    let products = guard::protect(
+        products,
+        state.auth.clone(),
+        state.rate_limiter.clone(),
+        settings.max_concurrent_requests,
+    );
+    let api = products
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
         .route_layer(axum::middleware::from_fn(metrics::track))

@@ -1,10 +1,16 @@
 //! The OpenAPI document, generated from the handlers' annotations, and the
 //! Swagger UI that renders it. The UI's assets are compiled into the binary
 //! (`utoipa-swagger-ui` with `vendored`), so it works with no internet; the
-//! online validator is switched off for the same reason.
+//! online validator is switched off for the same reason. Writes declare the
+//! bearer security scheme, so Swagger UI offers "Authorize" and sends the
+//! token; reads declare it as optional (required only with
+//! `auth.protect_reads`).
 
 use axum::Router;
-use utoipa::OpenApi;
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi,
+};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{error, health, products};
@@ -37,9 +43,36 @@ use crate::codec::ProductJson;
     tags(
         (name = "products", description = "Manage the catalog"),
         (name = "health", description = "Probes"),
-    )
+    ),
+    modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
+
+/// The name operations use to refer to the bearer scheme.
+pub const BEARER_SCHEME: &str = "bearer";
+
+/// Declares the bearer scheme: a JWT or a static API key.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT with the write scope (`products:write` by default) or a static \
+                         API key. Needed for writes when `auth.enabled`, and for reads too with \
+                         `auth.protect_reads`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub const OPENAPI_PATH: &str = "/api-docs/openapi.json";
 

@@ -90,6 +90,7 @@ pub struct ProductInput {
 
 #[utoipa::path(
     post, path = "/api/v1/products", tag = "products",
+    security(("bearer" = [])),
     request_body(content = ProductInput, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted into the command pipeline; applied shortly", body = AcceptedResponse,
@@ -97,7 +98,12 @@ pub struct ProductInput {
         (status = 400, description = "Invalid input; every bad field is listed", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 503, description = "Kafka unavailable; nothing was accepted", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable, or too many requests in flight; nothing was accepted", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired bearer token (when auth is enabled)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "The token lacks the write scope", body = ErrorBody),
+        (status = 429, description = "Per-client rate limit exceeded (when enabled)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn create(
@@ -110,6 +116,7 @@ pub async fn create(
 
 #[utoipa::path(
     put, path = "/api/v1/products/{id}", tag = "products",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "24-hex ObjectId of the product")),
     request_body(content = ProductInput, content_type = "application/json"),
     responses(
@@ -118,7 +125,12 @@ pub async fn create(
         (status = 400, description = "Invalid id or input", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 503, description = "Kafka unavailable; nothing was accepted", body = ErrorBody),
+        (status = 503, description = "Kafka unavailable, or too many requests in flight; nothing was accepted", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired bearer token (when auth is enabled)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "The token lacks the write scope", body = ErrorBody),
+        (status = 429, description = "Per-client rate limit exceeded (when enabled)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn update(
@@ -132,12 +144,17 @@ pub async fn update(
 
 #[utoipa::path(
     get, path = "/api/v1/products/{id}", tag = "products",
+    security((), ("bearer" = [])),
     params(("id" = String, Path, description = "24-hex ObjectId of the product")),
     responses(
         (status = 200, description = "The product", body = ProductJson),
         (status = 400, description = "Invalid id", body = ErrorBody),
         (status = 404, description = "No such product", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable, or too many requests in flight", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired bearer token (only with auth.protect_reads)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 429, description = "Per-client rate limit exceeded (when enabled)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn get_by_id(
@@ -150,6 +167,7 @@ pub async fn get_by_id(
 
 #[utoipa::path(
     get, path = "/api/v1/products/search", tag = "products",
+    security((), ("bearer" = [])),
     params(
         ("search" = Option<String>, Query, description = "Literal text, matched case-insensitively in name or description"),
         ("page" = Option<i64>, Query, description = "Page number from 1 (0 means 1)", minimum = 0),
@@ -158,7 +176,11 @@ pub async fn get_by_id(
     responses(
         (status = 200, description = "A page of matches", body = SearchResponse),
         (status = 400, description = "Invalid parameters", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable, or too many requests in flight", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired bearer token (only with auth.protect_reads)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 429, description = "Per-client rate limit exceeded (when enabled)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn search(
@@ -176,12 +198,18 @@ pub async fn search(
 
 #[utoipa::path(
     delete, path = "/api/v1/products/{id}", tag = "products",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "24-hex ObjectId of the product")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid id", body = ErrorBody),
         (status = 404, description = "No such product", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 503, description = "Database unavailable, or too many requests in flight", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired bearer token (when auth is enabled)", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Bearer challenge"))),
+        (status = 403, description = "The token lacks the write scope", body = ErrorBody),
+        (status = 429, description = "Per-client rate limit exceeded (when enabled)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn delete(
