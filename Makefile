@@ -2,6 +2,8 @@
 #   make run          local stack + the service in the foreground
 #   make test         local stack + every test
 #   make lint         rustfmt check + clippy -D warnings
+#   make deny         cargo-deny: licenses, bans, sources (offline)
+#   make fuzz         bounded fuzzing of the input decoders (FUZZ_SECONDS per target)
 #   make bench        benchmarks (release build, needs the local stack)
 #   make stack-up / stack-down / stack-status
 SHELL := /bin/bash
@@ -9,7 +11,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt bench
+.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt deny deny-advisories fuzz bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -46,6 +48,16 @@ lint: ## formatting and clippy, warnings are errors
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+deny: ## supply chain (deny.toml): licenses, banned/duplicate crates, sources; works offline
+	$(CARGO) deny --locked --offline check licenses bans sources
+
+deny-advisories: ## RustSec advisories too (clones the advisory DB from github.com)
+	$(CARGO) deny --locked check advisories
+
+FUZZ_SECONDS ?= 60
+fuzz: ## coverage-guided fuzzing, FUZZ_SECONDS (60) per target; fails on a crash (scripts/fuzz.sh)
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 BENCH_N ?= 100000
 bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.json + .md, see BENCHMARKS.md

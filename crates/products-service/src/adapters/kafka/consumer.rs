@@ -26,7 +26,7 @@ use std::{
 };
 
 use backon::BackoffBuilder;
-use products_core::app::{AppError, ApplyOutcome, ProductService};
+use products_core::app::{AppError, ApplyOutcome, ProductCommand, ProductService};
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
@@ -48,6 +48,33 @@ use crate::{
 };
 
 type TopicPartition = (String, i32);
+
+/// The command a consumed record carries: the topic says which kind (the
+/// create topic, else update), the payload is decoded with the record's
+/// timestamp, partition and offset as its origin. The error is the reason
+/// written to the dead-letter queue. Pure, so it is fuzzed (`fuzz/`).
+pub fn decode_message(
+    message: &impl Message,
+    create_topic: &str,
+) -> Result<ProductCommand, String> {
+    let kind = if message.topic() == create_topic {
+        CommandKind::Create
+    } else {
+        CommandKind::Update
+    };
+    let origin = MessageOrigin {
+        timestamp: message
+            .timestamp()
+            .to_millis()
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    match message.payload() {
+        None => Err("empty payload".to_owned()),
+        Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
+    }
+}
 type Consumer_ = StreamConsumer<PipelineContext>;
 
 /// How long a revocation waits for workers to finish their current message.
@@ -213,7 +240,7 @@ impl CommandConsumer {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 received = self.pipeline.consumer.recv() => match received {
-                    Ok(message) => self.dispatch(message.detach(), &mut tasks),
+                    Ok(message) => self.dispatch(headers::sanitized(message.detach()), &mut tasks),
                     Err(err) => {
                         tracing::warn!(error = %err, "kafka consumer error");
                         metrics::counter!("kafka_consumer_errors_total").increment(1);
@@ -452,24 +479,7 @@ impl Pipeline {
         message: &OwnedMessage,
         revoked: &CancellationToken,
     ) -> (Handled, Option<&'static str>) {
-        let kind = if message.topic() == self.create_topic {
-            CommandKind::Create
-        } else {
-            CommandKind::Update
-        };
-        let origin = MessageOrigin {
-            timestamp: message
-                .timestamp()
-                .to_millis()
-                .and_then(chrono::DateTime::from_timestamp_millis),
-            partition: message.partition(),
-            offset: message.offset(),
-        };
-        let command = match message.payload() {
-            None => Err("empty payload".to_owned()),
-            Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
-        };
-        let command = match command {
+        let command = match decode_message(message, &self.create_topic) {
             Ok(command) => command,
             Err(error) => {
                 tracing::warn!(%error, "poison message");
