@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus fuzz/corpus/<target>/ (a few valid and invalid inputs
-each). Rerun after changing it; scripts/fuzz.sh never writes there."""
+each). Rerun after changing it; scripts/fuzz.sh never writes there. Files named
+regression-* are inputs that once crashed a target, kept as they were found."""
 import json
 import pathlib
 import struct
@@ -56,6 +57,9 @@ seeds = {
         "unicode": js({**PRODUCT, "name": "  Tasse \u2615 caf\u00e9  ", "description": "line\nbreak\ttab"}),
         "not-an-object": b"[1, 2, 3]",
         "truncated": b'{"name": "Mug", "price": 9.',
+        "regression-long-normalised-url": js({**{k: PRODUCT[k] for k in ("categoryId", "quantity")},
+                                              "name": "Mug", "description": "A mug", "price": 1,
+                                              "imageUrl": "http://a.com/" + "x " * 1000}),
     },
     "search_params": {
         "typical": b"search=mug&page=2&size=20",
