@@ -251,6 +251,23 @@ mod tests {
         }
     }
 
+    /// Regression (found by fuzz/kafka_command): serde_json's default float
+    /// parser can be one ULP off, so a price came back from its own Kafka
+    /// payload (or cache entry) changed; `float_roundtrip` is on now.
+    #[test]
+    fn prices_survive_the_round_trip_exactly() {
+        for price in [5.555_555_555_555_554e43_f64, 0.1 + 0.2, 9.95, 1e300, 4.9e-324] {
+            let body = String::from_utf8_lossy(LEGACY).replace("3.5", &format!("{price:e}"));
+            let command = decode_command(CommandKind::Create, body.as_bytes(), origin()).unwrap();
+            let ProductCommand::Create(product) = &command else {
+                panic!("expected a create")
+            };
+            assert_eq!(product.price.value().to_bits(), price.to_bits());
+            let again = decode_command(CommandKind::Create, &encode_command(&command), origin());
+            assert_eq!(again.unwrap(), command, "{price:e}");
+        }
+    }
+
     #[test]
     fn garbage_is_a_decode_error() {
         assert!(decode_command(CommandKind::Create, &[0xff; 64], origin()).is_err());
