@@ -11,6 +11,8 @@
 # input slower than 10 s; the reproducer is left in fuzz/artifacts/<target>/:
 #   cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>
 # A crash becomes a regression unit test in crates/products-service before it is fixed.
+# FUZZ_BUILD_ARGS passes options to `cargo fuzz build/run`, e.g. "--dev" (debug profile:
+# a much shorter cold build, fewer executions per second) or "--sanitizer none".
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,6 +21,7 @@ source "$SCRIPT_DIR/lib/stack-lib.sh"
 # shellcheck source=lib/test-tools.sh
 source "$SCRIPT_DIR/lib/test-tools.sh"
 log() { printf '[fuzz] %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
 
 seconds="${1:-60}"
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2; }
@@ -26,11 +29,12 @@ shift $(( $# > 0 ? 1 : 0 ))
 cd "$REPO"
 
 ensure_cargo_fuzz
-fuzz() { cargo "+$FUZZ_TOOLCHAIN" fuzz "$@"; }
+read -r -a build_args <<<"${FUZZ_BUILD_ARGS:-}"
+fuzz() { local sub=$1; shift; cargo "+$FUZZ_TOOLCHAIN" fuzz "$sub" "${build_args[@]}" "$@"; }
 
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  mapfile -t targets < <(fuzz list)
+  mapfile -t targets < <(cargo "+$FUZZ_TOOLCHAIN" fuzz list)
 fi
 
 started=$(date +%s)

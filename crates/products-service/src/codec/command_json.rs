@@ -256,7 +256,13 @@ mod tests {
     /// payload (or cache entry) changed; `float_roundtrip` is on now.
     #[test]
     fn prices_survive_the_round_trip_exactly() {
-        for price in [5.555_555_555_555_554e43_f64, 0.1 + 0.2, 9.95, 1e300, 4.9e-324] {
+        for price in [
+            5.555_555_555_555_554e43_f64,
+            0.1 + 0.2,
+            9.95,
+            1e300,
+            4.9e-324,
+        ] {
             let body = String::from_utf8_lossy(LEGACY).replace("3.5", &format!("{price:e}"));
             let command = decode_command(CommandKind::Create, body.as_bytes(), origin()).unwrap();
             let ProductCommand::Create(product) = &command else {

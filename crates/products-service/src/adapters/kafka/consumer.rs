@@ -48,6 +48,7 @@ use crate::{
 };
 
 type TopicPartition = (String, i32);
+type Consumer_ = StreamConsumer<PipelineContext>;
 
 /// The command a consumed record carries: the topic says which kind (the
 /// create topic, else update), the payload is decoded with the record's
@@ -75,7 +76,6 @@ pub fn decode_message(
         Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
     }
 }
-type Consumer_ = StreamConsumer<PipelineContext>;
 
 /// How long a revocation waits for workers to finish their current message.
 const REVOKE_GRACE: Duration = Duration::from_secs(10);
