@@ -57,10 +57,15 @@ async fn generated_requests_get_declared_answers_and_no_server_errors() {
         .args(["--workers", "1"])
         .args(["--request-timeout", "10"])
         .args(["--max-failures", "20"])
-        // Reports (ndjson with every request) for a failed CI run.
+        // A JUnit report for CI; it and schemathesis' own cache (.schemathesis/)
+        // go under target/, not into the source tree.
         .args(["--report", "junit"])
-        .arg("--report-dir")
-        .arg(env!("CARGO_TARGET_TMPDIR"))
+        .arg("--report-junit-path")
+        .arg(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/schemathesis-junit.xml"
+        ))
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .env("NO_COLOR", "1")
         .kill_on_drop(true);
     if let Ok(seed) = std::env::var("SCHEMATHESIS_SEED") {
