@@ -2,6 +2,8 @@
 #   make run          local stack + the service in the foreground
 #   make test         local stack + every test
 #   make lint         rustfmt check + clippy -D warnings
+#   make deny         cargo-deny: licenses, bans, sources (offline)
+#   make fuzz         bounded fuzzing of the input decoders (FUZZ_SECONDS per target)
 #   make bench        benchmarks (release build, needs the local stack)
 #   make cert         local CA + server certificate in .certs/ (HTTPS / gRPC over TLS)
 #   make stack-up / stack-down / stack-status
@@ -10,7 +12,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt bench cert
+.PHONY: help prereqs stack-up stack-down stack-status build run test test-unit lint fmt deny deny-advisories fuzz bench cert
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,6 +53,16 @@ fmt: ## format the code
 CERT_DIR ?= .certs
 cert: ## local CA + server certificate for localhost/127.0.0.1 in .certs/ (see docs/SECURITY-CONFIG.md)
 	$(CARGO) run --locked --quiet --bin products-service -- gen-cert --out $(CERT_DIR)
+
+deny: ## supply chain (deny.toml): licenses, banned/duplicate crates, sources; works offline
+	$(CARGO) deny --locked --offline check licenses bans sources
+
+deny-advisories: ## RustSec advisories too (clones the advisory DB from github.com)
+	$(CARGO) deny --locked check advisories
+
+FUZZ_SECONDS ?= 60
+fuzz: ## coverage-guided fuzzing, FUZZ_SECONDS (60) per target; fails on a crash (scripts/fuzz.sh)
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 BENCH_N ?= 100000
 bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.json + .md, see BENCHMARKS.md

@@ -14,6 +14,8 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib/stack-lib.sh
 source "$SCRIPT_DIR/lib/stack-lib.sh"
+# shellcheck source=lib/test-tools.sh
+source "$SCRIPT_DIR/lib/test-tools.sh"
 
 want_all=0
 for arg in "$@"; do
@@ -58,6 +60,11 @@ missing=()
 for p in "${ORDER[@]}"; do
   [[ -e "${PKG_FILE[$p]}" ]] || missing+=("$p")
 done
+# schemathesis (scripts/lib/test-tools.sh) lives in a venv: Debian's python3 needs python3-venv.
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  missing+=(python3-venv)
+fi
 # Java 17 and Maven come with the machine image; on a bare Debian 12 take Debian's.
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
@@ -104,6 +111,13 @@ log "java: $(java -version 2>&1 | head -1)"
 log "mvn:  $(mvn -v 2>/dev/null | head -1 | sed 's/\x1b\[[0-9;]*m//g')"
 log "go:   $(go version)"
 log "redis-server $(redis-server --version | awk '{print $3}'), prometheus $(prometheus --version 2>&1 | awk 'NR==1{print $3}'), $(chromium --version 2>/dev/null || echo 'chromium ?')"
+
+# Registry tools, pinned (scripts/lib/test-tools.sh): the OpenAPI conformance test's
+# schemathesis, `make deny`'s cargo-deny, `make fuzz`'s cargo-fuzz and nightly Rust.
+ensure_schemathesis
+ensure_cargo_deny
+ensure_cargo_fuzz
+log "$("$SCHEMATHESIS_VENV/bin/st" --version), $(cargo deny --version), $(cargo fuzz --version)"
 
 if ((want_all)); then
   "$SCRIPT_DIR/stack.sh" install

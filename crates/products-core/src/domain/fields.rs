@@ -127,7 +127,17 @@ impl HttpUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err("must have a host".to_owned());
         }
-        Ok(Self(url.to_string()))
+        // The URL is stored as normalised, which percent-encodes (a space
+        // becomes `%20`): the limit holds for what is stored, or the consumer
+        // would reject a command the REST edge accepted.
+        let normalised = String::from(url);
+        if normalised.len() > Self::MAX_LEN {
+            return Err(format!(
+                "must be at most {} characters once percent-encoded",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(Self(normalised))
     }
 
     pub fn as_str(&self) -> &str {
@@ -193,5 +203,18 @@ mod tests {
         ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// Regression (found by fuzz/rest_product): 2013 characters passed, but
+    /// normalised (`%20`) they were 3011, so the consumer rejected the command
+    /// the REST edge had accepted with 202.
+    #[test]
+    fn url_limit_holds_for_the_normalised_url() {
+        let raw = format!("http://a.com/{}", "x ".repeat(1000));
+        assert!(raw.trim().len() <= HttpUrl::MAX_LEN);
+        assert!(HttpUrl::parse(&raw).is_err());
+        let fits = format!("http://a.com/{}", "x".repeat(2000));
+        let parsed = HttpUrl::parse(&fits).unwrap();
+        assert_eq!(HttpUrl::parse(parsed.as_str()), Ok(parsed));
     }
 }

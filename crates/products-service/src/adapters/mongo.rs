@@ -252,18 +252,23 @@ impl ProductRepository for MongoProductRepository {
             .count_documents(filter.clone())
             .await
             .map_err(port_error)?;
-        let documents: Vec<ProductDocument> = self
-            .products
-            .find(filter)
-            // `_id` breaks ties so pages never overlap or skip.
-            .sort(doc! { "name": 1, "_id": 1 })
-            .skip(query.offset())
-            .limit(i64::try_from(query.size).unwrap_or(i64::MAX))
-            .await
-            .map_err(port_error)?
-            .try_collect()
-            .await
-            .map_err(port_error)?;
+        // A page past the last match is empty without asking (its offset may
+        // not even fit the i64 the driver sends as `skip`).
+        let documents: Vec<ProductDocument> = if query.offset() >= total_count {
+            Vec::new()
+        } else {
+            self.products
+                .find(filter)
+                // `_id` breaks ties so pages never overlap or skip.
+                .sort(doc! { "name": 1, "_id": 1 })
+                .skip(query.offset())
+                .limit(i64::try_from(query.size).unwrap_or(i64::MAX))
+                .await
+                .map_err(port_error)?
+                .try_collect()
+                .await
+                .map_err(port_error)?
+        };
         observe("search", started);
         Ok(SearchPage {
             total_count,

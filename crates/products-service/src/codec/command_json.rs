@@ -7,7 +7,7 @@
 //! stands in, and a create without an id gets one derived from its position
 //! in the log, so redelivery of the same message still maps to one product.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use products_core::{
     app::{ProductCommand, ProductUpdate},
     domain::{Product, ProductDraft, ProductId, ValidationErrors},
@@ -118,7 +118,13 @@ pub fn decode_command(
                 .into());
         }
     };
-    let fallback_time = origin.timestamp.unwrap_or_else(Utc::now);
+    // A record timestamp is whatever its producer set; one outside RFC 3339's
+    // years (0000-9999) would give a product timestamps that no JSON client
+    // (nor this codec) can read back, so it counts as absent.
+    let fallback_time = origin
+        .timestamp
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .unwrap_or_else(Utc::now);
     Ok(match kind {
         CommandKind::Create => {
             let created_at = created_at.unwrap_or(fallback_time);
@@ -206,6 +212,66 @@ mod tests {
                 "quantity"
             ]
         );
+    }
+
+    /// Regression (found by fuzz/rest_product): an image URL within the
+    /// limit as sent but not once normalised was accepted (202), then
+    /// rejected by the consumer and dead-lettered. It is a 400 now.
+    #[test]
+    fn what_the_rest_edge_accepts_the_consumer_decodes() {
+        let body = format!(
+            r#"{{"categoryId":"65a1f0c2e4b0a1b2c3d4e5f6","name":"Mug","description":"A mug",
+                "price":1,"quantity":1,"imageUrl":"http://a.com/{}"}}"#,
+            "x ".repeat(1000)
+        );
+        let input = crate::codec::decode_product_input(body.as_bytes()).unwrap();
+        let errors = ProductDraft::parse(input).unwrap_err();
+        let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["imageUrl"]);
+    }
+
+    /// Regression (found by fuzz/kafka_command): a legacy create in a record
+    /// stamped year 10000+ got that as `createdAt`, which re-encodes as
+    /// `+10000-...`, not RFC 3339: unreadable for clients and this codec.
+    #[test]
+    fn record_timestamps_beyond_rfc3339_are_not_used() {
+        for millis in [i64::from(i32::MAX) * 1_000_000, -70_000_000_000_000] {
+            let origin = MessageOrigin {
+                timestamp: DateTime::from_timestamp_millis(millis),
+                ..origin()
+            };
+            assert!(origin.timestamp.is_some());
+            let command = decode_command(CommandKind::Create, LEGACY, origin).unwrap();
+            let ProductCommand::Create(product) = &command else {
+                panic!("expected a create")
+            };
+            assert!((0..=9999).contains(&product.created_at.year()));
+            let again = decode_command(CommandKind::Create, &encode_command(&command), origin);
+            assert_eq!(again.unwrap(), command);
+        }
+    }
+
+    /// Regression (found by fuzz/kafka_command): serde_json's default float
+    /// parser can be one ULP off, so a price came back from its own Kafka
+    /// payload (or cache entry) changed; `float_roundtrip` is on now.
+    #[test]
+    fn prices_survive_the_round_trip_exactly() {
+        for price in [
+            5.555_555_555_555_554e43_f64,
+            0.1 + 0.2,
+            9.95,
+            1e300,
+            4.9e-324,
+        ] {
+            let body = String::from_utf8_lossy(LEGACY).replace("3.5", &format!("{price:e}"));
+            let command = decode_command(CommandKind::Create, body.as_bytes(), origin()).unwrap();
+            let ProductCommand::Create(product) = &command else {
+                panic!("expected a create")
+            };
+            assert_eq!(product.price.value().to_bits(), price.to_bits());
+            let again = decode_command(CommandKind::Create, &encode_command(&command), origin());
+            assert_eq!(again.unwrap(), command, "{price:e}");
+        }
     }
 
     #[test]

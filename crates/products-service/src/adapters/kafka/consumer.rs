@@ -53,6 +53,33 @@ use crate::{
 type TopicPartition = (String, i32);
 type Consumer_ = StreamConsumer<PipelineContext>;
 
+/// The command a consumed record carries: the topic says which kind (the
+/// create topic, else update), the payload is decoded with the record's
+/// timestamp, partition and offset as its origin. The error is the reason
+/// written to the dead-letter queue. Pure, so it is fuzzed (`fuzz/`).
+pub fn decode_message(
+    message: &impl Message,
+    create_topic: &str,
+) -> Result<ProductCommand, String> {
+    let kind = if message.topic() == create_topic {
+        CommandKind::Create
+    } else {
+        CommandKind::Update
+    };
+    let origin = MessageOrigin {
+        timestamp: message
+            .timestamp()
+            .to_millis()
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        partition: message.partition(),
+        offset: message.offset(),
+    };
+    match message.payload() {
+        None => Err("empty payload".to_owned()),
+        Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
+    }
+}
+
 /// How long a revocation waits for workers to finish their current message.
 const REVOKE_GRACE: Duration = Duration::from_secs(10);
 
@@ -219,7 +246,7 @@ impl CommandConsumer {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 received = self.pipeline.consumer.recv() => match received {
-                    Ok(message) => self.dispatch(message.detach(), &mut tasks),
+                    Ok(message) => self.dispatch(headers::sanitized(message.detach()), &mut tasks),
                     Err(err) => {
                         tracing::warn!(error = %err, "kafka consumer error");
                         metrics::counter!("kafka_consumer_errors_total").increment(1);
@@ -456,7 +483,7 @@ impl Pipeline {
         let mut sources: Vec<(&OwnedMessage, tracing::Span)> = Vec::with_capacity(messages.len());
         for message in messages {
             let span = consume_span(message);
-            match span.in_scope(|| decode(message, CommandKind::Create)) {
+            match span.in_scope(|| decode_message(message, &self.create_topic)) {
                 Ok(ProductCommand::Create(product)) => {
                     batch_span.follows_from(&span);
                     products.push(product);
@@ -564,13 +591,7 @@ impl Pipeline {
         message: &OwnedMessage,
         revoked: &CancellationToken,
     ) -> (Handled, Option<&'static str>) {
-        let kind = if message.topic() == self.create_topic {
-            CommandKind::Create
-        } else {
-            CommandKind::Update
-        };
-        let command = decode(message, kind);
-        let command = match command {
+        let command = match decode_message(message, &self.create_topic) {
             Ok(command) => command,
             Err(error) => {
                 tracing::warn!(%error, "poison message");
@@ -681,22 +702,6 @@ fn consume_span(message: &OwnedMessage) -> tracing::Span {
         tracing::debug!(error = ?err, "no trace context continued");
     }
     span
-}
-
-/// Decodes a message's command; the error is the reason to dead-letter it.
-fn decode(message: &OwnedMessage, kind: CommandKind) -> Result<ProductCommand, String> {
-    let origin = MessageOrigin {
-        timestamp: message
-            .timestamp()
-            .to_millis()
-            .and_then(chrono::DateTime::from_timestamp_millis),
-        partition: message.partition(),
-        offset: message.offset(),
-    };
-    match message.payload() {
-        None => Err("empty payload".to_owned()),
-        Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
-    }
 }
 
 /// Counts a settled message by outcome and records how long it took.

@@ -238,12 +238,13 @@ fn read_dead_letters(
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message?;
+        // Owned and sanitised before any header is read (see headers::sanitized).
+        let message = super::headers::sanitized(message?.detach());
         scanned += 1;
         if message.offset() + 1 >= remaining.get(&message.partition()).copied().unwrap_or(0) {
             remaining.remove(&message.partition());
         }
-        let headers = message.headers();
+        let headers = message.headers().map(OwnedHeaders::as_borrowed);
         let letter = DeadLetter {
             dlq_partition: message.partition(),
             dlq_offset: message.offset(),
@@ -274,7 +275,7 @@ fn read_dead_letters(
                     || letter.error_message.contains(text.as_str())
             });
         if wanted {
-            matches.push((letter, (!options.dry_run).then(|| message.detach())));
+            matches.push((letter, (!options.dry_run).then_some(message)));
         }
     }
     Ok((scanned, matches))

@@ -4,7 +4,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
-    http::{header::CONTENT_TYPE, request::Parts, StatusCode},
+    http::{header::CONTENT_TYPE, request::Parts, StatusCode, Uri},
 };
 use products_core::domain::UnvalidatedProduct;
 
@@ -64,9 +64,15 @@ pub struct QueryParams(pub Vec<(String, String)>);
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_uri(&parts.uri)
+    }
+}
+
+impl QueryParams {
+    /// The query string of `uri`, decoded as axum's `Query` extractor does.
+    pub fn from_uri(uri: &Uri) -> Result<Self, ApiError> {
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
             .map(|q| Self(q.0))
             .map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, rejection.body_text()))
     }

@@ -27,8 +27,10 @@ use tower_http::{
 };
 
 pub use error::{ApiError, ErrorBody};
+pub use extract::QueryParams;
 pub use health::{Probe, Readiness};
 pub use openapi::ApiDoc;
+pub use products::search_query;
 
 use crate::{
     api::{auth::Authenticator, rate_limit::RateLimiter},

@@ -187,13 +187,19 @@ pub async fn search(
     State(state): State<AppState>,
     QueryParams(params): QueryParams,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    let query = SearchQuery::parse_params(
-        param(&params, "search"),
-        param(&params, "page"),
-        param(&params, "size"),
-    )?;
-    let page = state.products.search(query).await?;
+    let page = state.products.search(search_query(&params)?).await?;
     Ok(Json(SearchResponse::from(&page)))
+}
+
+/// The search criteria of a `GET /api/v1/products/search` query string:
+/// `search`, `page` and `size`, the last value of each when repeated, every
+/// bad one reported. Pure, so it is fuzzed (`fuzz/`).
+pub fn search_query(params: &[(String, String)]) -> Result<SearchQuery, ApiError> {
+    Ok(SearchQuery::parse_params(
+        param(params, "search"),
+        param(params, "page"),
+        param(params, "size"),
+    )?)
 }
 
 #[utoipa::path(
