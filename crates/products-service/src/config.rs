@@ -64,6 +64,9 @@ pub struct KafkaSettings {
     pub topics: KafkaTopics,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// Topic config `min.insync.replicas` for the topics we create: with
+    /// acks=all a write is acknowledged only once this many replicas have it.
+    pub min_insync_replicas: i32,
     pub producer: ProducerSettings,
     pub consumer: ConsumerSettings,
 }
