@@ -280,6 +280,27 @@ mod tests {
     }
 
     #[test]
+    fn topic_replication_defaults_to_one_broker_and_is_overridable() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            (s.kafka.replication_factor, s.kafka.min_insync_replicas),
+            (1, 1)
+        );
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("APP__KAFKA__REPLICATION_FACTOR", "3"),
+                ("APP__KAFKA__MIN_INSYNC_REPLICAS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.kafka.replication_factor, s.kafka.min_insync_replicas),
+            (3, 2)
+        );
+    }
+
+    #[test]
     fn bad_values_are_errors_not_panics() {
         assert!(Settings::load_from(None, env(&[("HTTP_ADDR", "not-an-addr")])).is_err());
     }

@@ -373,8 +373,14 @@ async fn broker_loss(
     wait_for_accepted(&load, ONE_DOWN, 60, Duration::from_secs(90)).await;
     stop.cancel();
     let mut writes = join(writers).await;
-    log(&format!("sent before the kill: {}", summary(&writes, ALL_UP)));
-    log(&format!("sent with one down:   {}", summary(&writes, ONE_DOWN)));
+    log(&format!(
+        "sent before the kill: {}",
+        summary(&writes, ALL_UP)
+    ));
+    log(&format!(
+        "sent with one down:   {}",
+        summary(&writes, ONE_DOWN)
+    ));
     assert_answers(&writes, &[202, 503]);
     let accepted_creates = |writes: &[Write]| -> HashSet<String> {
         writes
@@ -384,7 +390,7 @@ async fn broker_loss(
             .collect()
     };
     let accepted = accepted_creates(&writes);
-    wait_until_applied(&brokers, &settings, &accepted, Duration::from_secs(90)).await;
+    wait_until_applied(&brokers, settings, &accepted, Duration::from_secs(90)).await;
     log(&format!(
         "consumer caught up with one broker down: {} accepted creates stored, lag 0",
         accepted.len()
@@ -462,7 +468,7 @@ async fn broker_loss(
     // Every accepted write applied exactly once, nothing dead-lettered.
     let accepted = accepted_creates(&writes);
     let products =
-        wait_until_applied(&brokers, &settings, &accepted, Duration::from_secs(120)).await;
+        wait_until_applied(&brokers, settings, &accepted, Duration::from_secs(120)).await;
     let dead = {
         let (b, t) = (brokers.clone(), topics.dead_letter.clone());
         tokio::task::spawn_blocking(move || read_all(&b, &t).len())
