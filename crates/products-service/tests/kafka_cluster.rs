@@ -250,7 +250,7 @@ async fn wait_until_applied(
     }
 }
 
-/// The live node (not in `dead`) leading most partitions of `topic`.
+/// The node among `alive` that leads most partitions of `topic`.
 async fn busiest_leader(brokers: &str, topic: &str, alive: &[i32]) -> i32 {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     let leaders = tokio::task::spawn_blocking(move || partition_leaders(&brokers, &topic))
