@@ -523,6 +523,11 @@ export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_GRPC
 export PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
 export JAEGER_QUERY_URL=http://127.0.0.1:$JAEGER_QUERY
 EOF
+  # 3 nodes: the service creates its topics replicated like the cluster's own
+  if ((KAFKA_NODES >= 3)); then
+    echo "export APP__KAFKA__REPLICATION_FACTOR=3"
+    echo "export APP__KAFKA__MIN_INSYNC_REPLICAS=2"
+  fi
 }
 
 write_env() { env_lines >"$STACK/env"; }

@@ -216,6 +216,9 @@ pub struct KafkaSettings {
     pub topics: KafkaTopics,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// Topic config `min.insync.replicas` for the topics we create: with
+    /// acks=all a write is acknowledged only once this many replicas have it.
+    pub min_insync_replicas: i32,
     pub producer: ProducerSettings,
     pub consumer: ConsumerSettings,
     pub security: KafkaSecurity,
@@ -554,6 +557,27 @@ mod tests {
         .unwrap();
         assert_eq!(s.redis.ttl_seconds, 7);
         assert_eq!(s.telemetry.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn topic_replication_defaults_to_one_broker_and_is_overridable() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            (s.kafka.replication_factor, s.kafka.min_insync_replicas),
+            (1, 1)
+        );
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("APP__KAFKA__REPLICATION_FACTOR", "3"),
+                ("APP__KAFKA__MIN_INSYNC_REPLICAS", "2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.kafka.replication_factor, s.kafka.min_insync_replicas),
+            (3, 2)
+        );
     }
 
     #[test]

@@ -1097,6 +1097,18 @@ fn kafka_init_creates_the_service_topics_on_every_broker() {
             "kafka-init: min.insync.replicas {min_isr} > replication factor {rf}"
         );
     }
+    // The service creates a missing topic the same way.
+    let service_env = compose.env(SERVICE);
+    for (service_key, init_key) in [
+        ("APP__KAFKA__REPLICATION_FACTOR", "REPLICATION_FACTOR"),
+        ("APP__KAFKA__MIN_INSYNC_REPLICAS", "MIN_INSYNC_REPLICAS"),
+    ] {
+        assert_eq!(
+            service_env.get(service_key),
+            env.get(init_key),
+            "services.{SERVICE}.environment.{service_key} must match kafka-init's {init_key}"
+        );
+    }
     let bootstrap: BTreeSet<String> = env
         .get("BOOTSTRAP_SERVERS")
         .expect("services.kafka-init.environment must set BOOTSTRAP_SERVERS")

@@ -110,6 +110,50 @@ impl MongoProductRepository {
     pub async fn drop_database(&self) -> Result<(), PortError> {
         self.database.drop().await.map_err(port_error)
     }
+
+    /// Applies `changes` unless the stored product holds a newer version.
+    /// Conditional on the version, so a replayed or older update never
+    /// overwrites a newer state; one round trip in the common case.
+    async fn update_versioned(
+        &self,
+        id: ObjectId,
+        version: mongodb::bson::DateTime,
+        changes: Document,
+    ) -> Result<UpdateOutcome, PortError> {
+        // Not matched: the product is missing, holds a newer version, or was
+        // created between the two round trips (its create racing in on the
+        // other topic). Only a newer stored version makes the update stale; a
+        // product that appeared in between gets the update again.
+        for _ in 0..3 {
+            let updated = self
+                .products
+                .find_one_and_update(
+                    doc! { "_id": id, "updatedAt": { "$lte": version } },
+                    changes.clone(),
+                )
+                .return_document(ReturnDocument::After)
+                .upsert(false)
+                .await
+                .map_err(port_error)?;
+            if let Some(document) = updated {
+                return Ok(UpdateOutcome::Applied(from_document(document)?));
+            }
+            let stored = self
+                .products
+                .find_one(doc! { "_id": id })
+                .await
+                .map_err(port_error)?;
+            match stored {
+                None => return Ok(UpdateOutcome::NotFound),
+                Some(stored) if stored.updated_at > version => return Ok(UpdateOutcome::Stale),
+                Some(_) => {}
+            }
+        }
+        Err(PortError::Unavailable(format!(
+            "product {} kept changing during the update",
+            id.to_hex()
+        )))
+    }
 }
 
 #[async_trait]
@@ -198,33 +242,11 @@ impl ProductRepository for MongoProductRepository {
             }
             None => doc! { "$set": set, "$unset": { "imageUrl": "" } },
         };
-        // Conditional on the version, so a replayed or older update never
-        // overwrites a newer state; one round trip in the common case.
-        let id = object_id(&update.id);
-        let result = self
-            .products
-            .find_one_and_update(
-                doc! { "_id": id, "updatedAt": { "$lte": bson_date(update.updated_at) } },
-                changes,
-            )
-            .return_document(ReturnDocument::After)
-            .upsert(false)
+        let outcome = self
+            .update_versioned(object_id(&update.id), bson_date(update.updated_at), changes)
             .await;
         observe("update", started);
-        if let Some(document) = result.map_err(port_error)? {
-            return Ok(UpdateOutcome::Applied(from_document(document)?));
-        }
-        let exists = self
-            .products
-            .count_documents(doc! { "_id": id })
-            .await
-            .map_err(port_error)?
-            > 0;
-        Ok(if exists {
-            UpdateOutcome::Stale
-        } else {
-            UpdateOutcome::NotFound
-        })
+        outcome
     }
 
     #[tracing::instrument(name = "mongo.find_by_id", skip_all, fields(db.system = "mongodb", db.operation = "find", product_id = %id), err)]

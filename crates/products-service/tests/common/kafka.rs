@@ -144,3 +144,43 @@ pub fn header<'a>(message: &'a OwnedMessage, key: &str) -> Option<&'a [u8]> {
         .find(|h| h.key == key)
         .and_then(|h| h.value)
 }
+
+/// Each partition of `topic` as (partition, leader node id, replica count);
+/// the leader is -1 while a partition has none.
+pub fn partition_leaders(brokers: &str, topic: &str) -> Vec<(i32, i32, usize)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader(), p.replicas().len()))
+        .collect()
+}
+
+/// A topic's configuration entry `name`: its value, and whether it is set on
+/// the topic itself (rather than inherited from a broker default).
+pub async fn topic_config(brokers: &str, topic: &str, name: &str) -> Option<(String, bool)> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let results = admin
+        .describe_configs(
+            &[ResourceSpecifier::Topic(topic)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    let resource = results.into_iter().next()?.ok()?;
+    let entry = resource.get(name)?;
+    Some((
+        entry.value.clone().unwrap_or_default(),
+        entry.source == ConfigSource::DynamicTopic,
+    ))
+}

@@ -1,6 +1,7 @@
 //! Private instances of stack components for tests that stop a dependency on
-//! purpose: each test gets its own Redis or FerretDB process on a free
-//! loopback port, so stopping it disturbs no other test.
+//! purpose: each test gets its own Redis, FerretDB or Kafka (one broker or a
+//! KRaft cluster) on free loopback ports, so stopping it disturbs no other
+//! test.
 
 use std::{
     path::PathBuf,
@@ -174,31 +175,147 @@ fn kafka_libs() -> PathBuf {
         .expect("Kafka jars in the stack cache (run make stack-up)")
 }
 
-/// A throwaway single-node Apache Kafka (KRaft) that can be killed and
-/// restarted with its data, for broker-loss tests.
-pub struct PrivateKafka {
-    pub port: u16,
-    /// The SASL_PLAINTEXT (SCRAM-SHA-512) listener of [`PrivateKafka::start_with_scram`].
-    pub sasl_port: Option<u16>,
-    dir: PathBuf,
+/// One combined broker + controller of a [`PrivateKafkaCluster`].
+struct KafkaNode {
+    port: u16,
+    controller_port: u16,
+    /// The SASL_PLAINTEXT (SCRAM-SHA-512) listener, when the cluster has one.
+    sasl_port: Option<u16>,
     child: Option<Child>,
 }
 
-impl PrivateKafka {
-    pub async fn start() -> Self {
-        Self::start_with_scram(None).await
+/// A throwaway Apache Kafka (KRaft) cluster of combined broker + controller
+/// nodes (ids 1..=n, all voters of the controller quorum) on free loopback
+/// ports, each node killable and restartable with its data, for broker-loss
+/// tests. With 3 or more nodes, internal topics have replication factor 3
+/// and `min.insync.replicas` 2 (as `KAFKA_NODES=3 scripts/stack.sh up`), and
+/// failures are noticed within seconds (short broker session and replica
+/// lag timeouts). Every node is killed on drop.
+pub struct PrivateKafkaCluster {
+    dir: PathBuf,
+    nodes: Vec<KafkaNode>,
+    scram: bool,
+}
+
+impl PrivateKafkaCluster {
+    pub async fn start(size: usize) -> Self {
+        Self::start_with_scram(size, None).await
     }
 
-    /// As [`PrivateKafka::start`], plus (with `Some((user, password))`) a
-    /// SASL_PLAINTEXT listener on `sasl_port` accepting SCRAM-SHA-512 for
+    /// As [`PrivateKafkaCluster::start`], plus (with `Some((user, password))`)
+    /// a SASL_PLAINTEXT listener on every node accepting SCRAM-SHA-512 for
     /// that user, whose credential is written at format time.
-    pub async fn start_with_scram(user: Option<(&str, &str)>) -> Self {
+    pub async fn start_with_scram(size: usize, user: Option<(&str, &str)>) -> Self {
+        assert!(size >= 1, "a cluster has at least one node");
         let dir = std::env::temp_dir().join(super::unique("kafka"));
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let port = free_port();
-        let controller = free_port();
-        let sasl_port = user.map(|_| free_port());
-        let (sasl_listener, sasl_config) = match sasl_port {
+        let nodes: Vec<KafkaNode> = (0..size)
+            .map(|_| KafkaNode {
+                port: free_port(),
+                controller_port: free_port(),
+                sasl_port: user.map(|_| free_port()),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Self {
+            dir,
+            nodes,
+            scram: user.is_some(),
+        };
+        for id in cluster.ids() {
+            std::fs::create_dir_all(cluster.data_dir(id)).unwrap();
+            std::fs::write(cluster.properties_file(id), cluster.properties(id)).unwrap();
+        }
+        // Each private cluster has its own data directories, so one fixed
+        // (valid: 16 bytes, base64url) cluster id serves them all.
+        let cluster_id = "MkU3OEVBNTcwNTJENDM2Qk";
+        let formats: Vec<Child> = cluster
+            .ids()
+            .map(|id| {
+                let mut format = Command::new("java");
+                format
+                    .arg("-cp")
+                    .arg(format!("{}/*", kafka_libs().display()))
+                    .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
+                    .arg(cluster.properties_file(id));
+                if let Some((name, password)) = user {
+                    format
+                        .arg("--add-scram")
+                        .arg(format!("SCRAM-SHA-512=[name={name},password={password}]"));
+                }
+                format
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("java on PATH")
+            })
+            .collect();
+        for mut format in formats {
+            let status = format.wait().unwrap();
+            assert!(status.success(), "formatting Kafka storage failed");
+        }
+        for id in cluster.ids() {
+            cluster.spawn(id);
+        }
+        let (brokers, size) = (cluster.brokers(), cluster.nodes.len());
+        eventually(Duration::from_secs(120), || {
+            let brokers = brokers.clone();
+            async move { broker_ids(brokers).await.len() == size }
+        })
+        .await;
+        cluster
+    }
+
+    /// The node ids, 1..=n.
+    pub fn ids(&self) -> impl Iterator<Item = i32> {
+        1..=i32::try_from(self.nodes.len()).unwrap()
+    }
+
+    fn node(&mut self, id: i32) -> &mut KafkaNode {
+        &mut self.nodes[usize::try_from(id - 1).unwrap()]
+    }
+
+    /// The client port of node `id`.
+    pub fn port(&self, id: i32) -> u16 {
+        self.nodes[usize::try_from(id - 1).unwrap()].port
+    }
+
+    /// The SASL_PLAINTEXT listeners of every node (`start_with_scram` only).
+    pub fn sasl_brokers(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.sasl_port.expect("started with SCRAM")))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Bootstrap servers: every node.
+    pub fn brokers(&self) -> String {
+        self.ids()
+            .map(|id| format!("127.0.0.1:{}", self.port(id)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn data_dir(&self, id: i32) -> PathBuf {
+        self.dir.join(format!("node-{id}"))
+    }
+
+    fn properties_file(&self, id: i32) -> PathBuf {
+        self.dir.join(format!("server-{id}.properties"))
+    }
+
+    fn properties(&self, id: i32) -> String {
+        let voters = self
+            .ids()
+            .map(|n| {
+                let node = &self.nodes[usize::try_from(n - 1).unwrap()];
+                format!("{n}@127.0.0.1:{}", node.controller_port)
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let node = &self.nodes[usize::try_from(id - 1).unwrap()];
+        let (port, controller) = (node.port, node.controller_port);
+        let (sasl_listener, sasl_config) = match node.sasl_port.filter(|_| self.scram) {
             Some(sasl) => (
                 format!(",SASL_PLAINTEXT://127.0.0.1:{sasl}"),
                 "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
@@ -207,10 +324,15 @@ impl PrivateKafka {
             ),
             None => (String::new(), ""),
         };
-        let properties = format!(
+        let (rf, min_isr) = if self.nodes.len() >= 3 {
+            (3, 2)
+        } else {
+            (1, 1)
+        };
+        let mut properties = format!(
             "process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             node.id={id}\n\
+             controller.quorum.voters={voters}\n\
              listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{sasl_listener}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{port}{sasl_listener}\n\
              controller.listener.names=CONTROLLER\n\
@@ -220,96 +342,156 @@ impl PrivateKafka {
              {sasl_config}\
              log.dirs={}\n\
              num.partitions=3\n\
-             offsets.topic.replication.factor=1\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n",
-            dir.join("data").display()
+             default.replication.factor={rf}\n\
+             min.insync.replicas={min_isr}\n\
+             offsets.topic.replication.factor={rf}\n\
+             offsets.topic.num.partitions=3\n\
+             transaction.state.log.replication.factor={rf}\n\
+             transaction.state.log.min.isr={min_isr}\n\
+             share.coordinator.state.topic.replication.factor={rf}\n\
+             share.coordinator.state.topic.min.isr={min_isr}\n\
+             group.initial.rebalance.delay.ms=0\n\
+             num.network.threads=2\n\
+             num.io.threads=2\n",
+            self.data_dir(id).display()
         );
-        std::fs::write(dir.join("server.properties"), properties).unwrap();
-        // Each private broker has its own data directory, so one fixed
-        // (valid: 16 bytes, base64url) cluster id serves them all.
-        let cluster_id = "MkU3OEVBNTcwNTJENDM2Qk";
-        let mut format = Command::new("java");
-        format
-            .arg("-cp")
-            .arg(format!("{}/*", kafka_libs().display()))
-            .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
-            .arg(dir.join("server.properties"));
-        if let Some((name, password)) = user {
-            format
-                .arg("--add-scram")
-                .arg(format!("SCRAM-SHA-512=[name={name},password={password}]"));
+        if self.nodes.len() > 1 {
+            // A killed node is fenced (and loses its leaderships) after the
+            // session timeout, and dropped from the ISR of the partitions it
+            // followed after the lag time: seconds, not the default 9 s / 30 s.
+            // SIGKILL is the point, so no controlled shutdown either.
+            properties.push_str(
+                "broker.heartbeat.interval.ms=1000\n\
+                 broker.session.timeout.ms=5000\n\
+                 replica.lag.time.max.ms=5000\n\
+                 controlled.shutdown.enable=false\n",
+            );
         }
-        let status = format
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("java on PATH");
-        assert!(status.success(), "formatting Kafka storage failed");
-        let mut kafka = Self {
-            port,
-            sasl_port,
-            dir,
-            child: None,
-        };
-        kafka.restart().await;
-        kafka
+        properties
     }
 
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The SASL_PLAINTEXT listener's address (`start_with_scram` only).
-    pub fn sasl_brokers(&self) -> String {
-        format!(
-            "127.0.0.1:{}",
-            self.sasl_port.expect("started with start_with_scram")
-        )
-    }
-
-    /// Starts (again) with the same data, waiting until it serves metadata.
-    pub async fn restart(&mut self) {
+    /// Starts node `id` (again, with its data) without waiting for it; for
+    /// nodes that can only become ready together (a lost controller quorum).
+    pub fn spawn(&mut self, id: i32) {
+        let log = std::fs::File::create(self.dir.join(format!("node-{id}.log"))).unwrap();
         let child = Command::new("java")
-            .args(["-Xmx384m", "-XX:+UseSerialGC", "-cp"])
+            .args([
+                "-Xmx384m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-cp",
+            ])
             .arg(format!("{}/*", kafka_libs().display()))
             .arg(format!("-Djava.io.tmpdir={}", self.dir.display()))
             .arg("kafka.Kafka")
-            .arg(self.dir.join("server.properties"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .arg(self.properties_file(id))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("java on PATH");
-        self.child = Some(child);
-        let brokers = self.brokers();
-        eventually(Duration::from_secs(60), || async {
-            let brokers = brokers.clone();
-            tokio::task::spawn_blocking(move || {
-                let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
-                    .create()
-                    .unwrap();
-                use rdkafka::consumer::Consumer;
-                consumer
-                    .fetch_metadata(None, Duration::from_secs(1))
-                    .is_ok_and(|m| !m.brokers().is_empty())
-            })
-            .await
-            .unwrap_or(false)
+        self.node(id).child = Some(child);
+    }
+
+    /// Waits until node `id` serves metadata that lists it as a live broker.
+    pub async fn wait_ready(&self, id: i32) {
+        let own = format!("127.0.0.1:{}", self.port(id));
+        eventually(Duration::from_secs(90), || {
+            let own = own.clone();
+            async move { broker_ids(own).await.contains(&id) }
         })
         .await;
     }
 
-    /// SIGKILL: the broker vanishes without a goodbye.
-    pub fn kill(&mut self) {
-        stop(&mut self.child);
+    /// Starts node `id` again with its data and waits until it is ready.
+    pub async fn restart(&mut self, id: i32) {
+        self.spawn(id);
+        self.wait_ready(id).await;
+    }
+
+    /// Starts every killed node again, without waiting for them.
+    pub fn spawn_stopped(&mut self) {
+        for id in self.ids() {
+            if self.node(id).child.is_none() {
+                self.spawn(id);
+            }
+        }
+    }
+
+    /// SIGKILL: the node vanishes without a goodbye.
+    pub fn kill(&mut self, id: i32) {
+        stop(&mut self.node(id).child);
     }
 }
 
-impl Drop for PrivateKafka {
+/// The live brokers the metadata from `bootstrap` lists (empty when none
+/// answers within a second).
+async fn broker_ids(bootstrap: String) -> Vec<i32> {
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        consumer
+            .fetch_metadata(None, Duration::from_secs(1))
+            .map(|m| m.brokers().iter().map(|b| b.id()).collect())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+impl Drop for PrivateKafkaCluster {
     fn drop(&mut self) {
-        self.kill();
+        for node in &mut self.nodes {
+            stop(&mut node.child);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A throwaway single-node Apache Kafka (KRaft) that can be killed and
+/// restarted with its data, for broker-loss tests.
+pub struct PrivateKafka {
+    pub port: u16,
+    /// The SASL_PLAINTEXT (SCRAM-SHA-512) listener of [`PrivateKafka::start_with_scram`].
+    pub sasl_port: Option<u16>,
+    cluster: PrivateKafkaCluster,
+}
+
+impl PrivateKafka {
+    pub async fn start() -> Self {
+        Self::start_with_scram(None).await
+    }
+
+    /// As [`PrivateKafka::start`], plus (with `Some((user, password))`) a
+    /// SASL_PLAINTEXT listener on `sasl_port` accepting SCRAM-SHA-512 for
+    /// that user.
+    pub async fn start_with_scram(user: Option<(&str, &str)>) -> Self {
+        let cluster = PrivateKafkaCluster::start_with_scram(1, user).await;
+        Self {
+            port: cluster.port(1),
+            sasl_port: cluster.nodes[0].sasl_port,
+            cluster,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        self.cluster.brokers()
+    }
+
+    /// The SASL_PLAINTEXT listener's address (`start_with_scram` only).
+    pub fn sasl_brokers(&self) -> String {
+        self.cluster.sasl_brokers()
+    }
+
+    /// Starts (again) with the same data, waiting until it serves metadata.
+    pub async fn restart(&mut self) {
+        self.cluster.restart(1).await;
+    }
+
+    /// SIGKILL: the broker vanishes without a goodbye.
+    pub fn kill(&mut self) {
+        self.cluster.kill(1);
     }
 }

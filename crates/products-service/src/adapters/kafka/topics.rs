@@ -1,4 +1,5 @@
-//! Creates the command and dead-letter topics at startup when missing.
+//! Creates the command and dead-letter topics at startup when missing, with
+//! the configured partitions, replication factor and `min.insync.replicas`.
 
 use std::time::Duration;
 
@@ -12,7 +13,14 @@ use crate::config::KafkaSettings;
 
 #[tracing::instrument(skip_all, err)]
 pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=settings.replication_factor).contains(&settings.min_insync_replicas),
+        "kafka.min_insync_replicas ({}) must be between 1 and kafka.replication_factor ({})",
+        settings.min_insync_replicas,
+        settings.replication_factor
+    );
     let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
+    let min_insync = settings.min_insync_replicas.to_string();
     let names = [
         &settings.topics.create,
         &settings.topics.update,
@@ -26,6 +34,7 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
                 settings.partitions,
                 TopicReplication::Fixed(settings.replication_factor),
             )
+            .set("min.insync.replicas", &min_insync)
         })
         .collect();
     let options = AdminOptions::new()
