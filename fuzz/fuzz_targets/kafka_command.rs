@@ -14,8 +14,11 @@ use std::sync::Once;
 use libfuzzer_sys::fuzz_target;
 use products_core::app::ProductCommand;
 use products_service::{
-    adapters::kafka::{consumer::decode_message, headers},
-    codec::{decode_command, encode_command, CommandKind, MessageOrigin, ProductJson},
+    adapters::kafka::{
+        consumer::{decode_message, message_origin},
+        headers,
+    },
+    codec::{decode_command, encode_command, CommandKind, ProductJson},
 };
 use rdkafka::{
     message::{BorrowedHeaders, Headers, OwnedHeaders, OwnedMessage},
@@ -164,15 +167,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         CommandKind::Update
     };
-    let origin = MessageOrigin {
-        timestamp: message
-            .timestamp()
-            .to_millis()
-            .and_then(chrono::DateTime::from_timestamp_millis),
-        partition: message.partition(),
-        offset: message.offset(),
-    };
-    let again = decode_command(kind, &encode_command(&command), origin)
+    let again = decode_command(kind, &encode_command(&command), message_origin(&message))
         .expect("a decoded command re-encodes to a valid payload");
     assert_eq!(again, command, "re-encoding changed the command");
 

@@ -66,17 +66,24 @@ pub fn decode_message(
     } else {
         CommandKind::Update
     };
-    let origin = MessageOrigin {
+    match message.payload() {
+        None => Err("empty payload".to_owned()),
+        Some(payload) => {
+            decode_command(kind, payload, message_origin(message)).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Where a record came from (timestamp, partition, offset): what a legacy
+/// payload without a product id derives its id from.
+pub fn message_origin(message: &impl Message) -> MessageOrigin {
+    MessageOrigin {
         timestamp: message
             .timestamp()
             .to_millis()
             .and_then(chrono::DateTime::from_timestamp_millis),
         partition: message.partition(),
         offset: message.offset(),
-    };
-    match message.payload() {
-        None => Err("empty payload".to_owned()),
-        Some(payload) => decode_command(kind, payload, origin).map_err(|e| e.to_string()),
     }
 }
 
