@@ -65,7 +65,13 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let _ = stream.set_nodelay(true);
+        let stream = match super::tcp::configured(stream) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::debug!(error = %err, "connection closed before it was configured");
+                continue;
+            }
+        };
         let connection = Connection {
             builder: builder.clone(),
             app: app.clone(),

@@ -8,6 +8,7 @@
 mod background;
 mod http_serve;
 mod signals;
+mod tcp;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,7 +16,6 @@ use anyhow::Context;
 use axum::{routing::get, Router};
 use products_core::app::{NoCache, ProductCache, ProductService, SystemClock};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use signals::shutdown_on_signal;
@@ -37,6 +37,7 @@ use crate::{
         rate_limit::RateLimiter,
     },
     config::Settings,
+    pipeline::applier::{Applier, RetryPolicy},
     telemetry,
     tls::{self, PemIdentity},
 };
@@ -49,6 +50,7 @@ pub struct Application {
     http_tls: Option<Arc<rustls::ServerConfig>>,
     grpc_tls: Option<PemIdentity>,
     products: ProductService,
+    applier: Applier,
     repository: Arc<MongoProductRepository>,
     publisher: Arc<KafkaCommandPublisher>,
     readiness: Arc<Readiness>,
@@ -116,6 +118,30 @@ impl Application {
             Arc::new(ObjectIdGenerator),
             Arc::new(SystemClock),
         );
+        let consumer = &settings.kafka.consumer;
+        let applier = Applier::new(
+            products.clone(),
+            RetryPolicy {
+                initial: Duration::from_millis(consumer.retry_initial_backoff_ms),
+                max: Duration::from_millis(consumer.retry_max_backoff_ms),
+                internal_attempts: u32::try_from(consumer.retry_max_attempts).unwrap_or(u32::MAX),
+            },
+            consumer.workers,
+        );
+        // Not ready while the consumer is held up by a dependency: its
+        // partitions are paused, retrying, until the dependency is back.
+        let blocked = applier.blocked();
+        probes.push(Probe::new("command_pipeline", move || {
+            let blocked = blocked.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                match blocked {
+                    0 => Ok(()),
+                    n => Err(format!(
+                        "blocked on a dependency: {n} partition(s) retrying"
+                    )),
+                }
+            }
+        }));
         let readiness = Arc::new(Readiness::new(probes, Duration::from_secs(2)));
 
         let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -131,6 +157,7 @@ impl Application {
             grpc_tls,
             settings,
             products,
+            applier,
             repository,
             publisher,
             readiness,
@@ -162,6 +189,7 @@ impl Application {
             http_tls,
             grpc_tls,
             products,
+            applier,
             repository,
             publisher,
             readiness,
@@ -171,12 +199,21 @@ impl Application {
         let registry = telemetry::metrics::registry();
         let mut background = background::Tasks::new(shutdown.clone());
         background.spawn(background::ensure_indexes(repository.clone()));
+        background.spawn(background::purge_tombstones(
+            repository.clone(),
+            Duration::from_secs(
+                settings
+                    .mongo
+                    .tombstone_retention_hours
+                    .saturating_mul(3600),
+            ),
+        ));
         background.spawn(async move { registry.run_upkeep(Duration::from_secs(5)).await });
 
         let dead_letters = DeadLetterWriter::new(producer(&settings.kafka)?, &settings.kafka);
         background.spawn_graceful(background::run_command_pipeline(
             settings.kafka.clone(),
-            products.clone(),
+            applier,
             dead_letters,
             shutdown.clone(),
         ));
@@ -238,11 +275,19 @@ impl Application {
             .add_service(reflection().build_v1alpha()?)
             .add_service(products_grpc)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                tcp::incoming(grpc_listener),
                 shutdown.clone().cancelled_owned(),
             );
 
         let metrics_app = Router::new().route("/metrics", get(move || async { registry.render() }));
+        let metrics_listener = {
+            use axum::serve::ListenerExt;
+            metrics_listener.tap_io(|stream| {
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+                }
+            })
+        };
         let metrics_server = axum::serve(metrics_listener, metrics_app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
 
@@ -264,7 +309,7 @@ impl Application {
                 Ok(())
             }
         };
-        background.stop().await;
+        background.stop(grace).await;
         publisher.flush(Duration::from_secs(5));
         tracing::info!("stopped");
         result
