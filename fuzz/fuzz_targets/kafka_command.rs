@@ -14,11 +14,9 @@ use std::sync::Once;
 use libfuzzer_sys::fuzz_target;
 use products_core::app::ProductCommand;
 use products_service::{
-    adapters::kafka::{
-        consumer::{decode_message, message_origin},
-        headers,
-    },
+    adapters::kafka::headers,
     codec::{decode_command, encode_command, CommandKind, ProductJson},
+    pipeline::{decode_message, message_origin},
 };
 use rdkafka::{
     message::{BorrowedHeaders, Headers, OwnedHeaders, OwnedMessage},

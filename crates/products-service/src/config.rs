@@ -182,6 +182,9 @@ pub struct MongoSettings {
     pub collection: String,
     pub server_selection_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// How long a deleted product's tombstone is kept: at least the command
+    /// topics' retention, so no record still in them can bring it back.
+    pub tombstone_retention_hours: u64,
     pub tls: ClientTlsSettings,
     /// Overrides the user name / password of the URI when set.
     pub auth: Credentials,
@@ -201,6 +204,8 @@ pub struct RedisSettings {
     /// May hold a password: never logged (see the `Debug` impl).
     pub url: String,
     pub ttl_seconds: u64,
+    /// How long a "deleted" entry stays cached.
+    pub deleted_ttl_seconds: u64,
     pub timeout_ms: u64,
     pub key_prefix: String,
     /// PEM CA(s) to trust for a `rediss://` URL (default: the system's roots).
@@ -219,6 +224,9 @@ pub struct KafkaSettings {
     /// Topic config `min.insync.replicas` for the topics we create: with
     /// acks=all a write is acknowledged only once this many replicas have it.
     pub min_insync_replicas: i32,
+    /// `max.message.bytes` of the dead-letter topic we create: room for any
+    /// record the command topics accept plus the provenance headers.
+    pub dead_letter_max_message_bytes: usize,
     pub producer: ProducerSettings,
     pub consumer: ConsumerSettings,
     pub security: KafkaSecurity,
@@ -308,10 +316,31 @@ impl Compression {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerSettings {
     pub enabled: bool,
+    /// Static membership (KIP-345): a replica restarted within the session
+    /// timeout gets its partitions back without a rebalance.
+    pub group_instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    /// librdkafka `partition.assignment.strategy`.
+    pub assignment_strategy: String,
     pub workers: usize,
+    /// Records buffered per partition before it is paused, in count...
     pub partition_buffer: usize,
-    /// Most creates applied in one `insert_many` (1 = one by one).
+    /// ... and in bytes (payload + key).
+    pub partition_buffer_bytes: usize,
+    /// Most creates applied in one `insert_many` (1 = one by one), in count...
     pub create_batch_max: usize,
+    /// ... and in bytes.
+    pub create_batch_max_bytes: usize,
+    /// librdkafka's prefetch queue (`queued.max.messages.kbytes`).
+    pub fetch_queue_kbytes: usize,
+    /// How long an update waits for its product's create before it is
+    /// dead-lettered as `ProductNotFound`.
+    pub not_found_wait_ms: u64,
+    /// Updates waiting per partition before the partition stops taking new
+    /// records.
+    pub waiting_updates_max: usize,
+    /// Attempts in all for an unclassified (internal) error; dependency
+    /// outages are retried for as long as they last.
     pub retry_max_attempts: usize,
     pub retry_initial_backoff_ms: u64,
     pub retry_max_backoff_ms: u64,
@@ -349,6 +378,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("enabled", &self.enabled)
             .field("url", &"<redacted>")
             .field("ttl_seconds", &self.ttl_seconds)
+            .field("deleted_ttl_seconds", &self.deleted_ttl_seconds)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("auth", &self.auth)
             .finish_non_exhaustive()
@@ -414,6 +444,10 @@ const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MONGO_PASSWORD_FILE", "mongo.auth.password_file"),
     ("KAFKA_BROKERS", "kafka.brokers"),
     ("KAFKA_GROUP_ID", "kafka.group_id"),
+    (
+        "KAFKA_GROUP_INSTANCE_ID",
+        "kafka.consumer.group_instance_id",
+    ),
     ("KAFKA_TOPIC_CREATE", "kafka.topics.create"),
     ("KAFKA_TOPIC_UPDATE", "kafka.topics.update"),
     ("KAFKA_TOPIC_DEAD_LETTER", "kafka.topics.dead_letter"),

@@ -1,9 +1,11 @@
 //! products-service: the product catalog reachable over REST, gRPC and Kafka.
 //!
-//! Layers (DESIGN.md §1), arrows pointing inward to `products_core`:
+//! Layers (docs/ARCHITECTURE.md), arrows pointing inward to `products_core`:
 //! - [`codec`]: wire formats shared by several edges (Product JSON).
-//! - [`adapters`]: MongoDB, Redis and id generation behind the core's ports.
+//! - [`adapters`]: MongoDB, Redis, Kafka producing and id generation behind
+//!   the core's ports.
 //! - [`api`]: REST (axum) and gRPC (tonic) delivery.
+//! - [`pipeline`]: the Kafka command consumer, delivery too.
 //! - [`telemetry`]: logs, traces and metrics.
 //! - [`tls`]: TLS for the listeners and `gen-cert`.
 //! - [`server`]: wiring and lifecycle (`Application::build`, then
@@ -13,6 +15,7 @@ pub mod adapters;
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod pipeline;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -47,6 +47,11 @@ enum Command {
         /// Only dead letters whose error kind or message contains this text.
         #[arg(long)]
         error_contains: Option<String>,
+        /// Replay from the start of the dead-letter topic. Without it, a
+        /// replay reads only what was dead-lettered since the last replay of
+        /// everything (filtered runs and dry runs remember nothing).
+        #[arg(long)]
+        from_beginning: bool,
     },
     /// Write a local certificate authority and a server certificate signed
     /// by it (ca.crt, ca.key, server.crt, server.key) for HTTPS and gRPC over
@@ -96,12 +101,14 @@ async fn main() -> ExitCode {
             original_topic,
             key,
             error_contains,
+            from_beginning,
         } => {
             let options = ReplayOptions {
                 dry_run,
                 original_topic,
                 key,
                 error_contains,
+                from_beginning,
             };
             replay_dlq(settings, options).await
         }

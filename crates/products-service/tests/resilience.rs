@@ -155,3 +155,42 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
     assert_eq!(status_of(app.client.get(app.url("/ready"))).await, 200);
     eventually(Duration::from_secs(15), health_is(1)).await; // SERVING
 }
+
+/// The service creates its indexes at every start. On a populated database
+/// that already has them, a second start must create none and fail nothing
+/// (FerretDB 1.24 crashed on a `createIndexes` naming existing indexes).
+#[tokio::test]
+async fn starting_twice_on_a_populated_database_keeps_the_indexes() {
+    use products_service::adapters::mongo::MongoProductRepository;
+    let settings = common::test_settings();
+    let repository = MongoProductRepository::connect(&settings.mongo)
+        .await
+        .unwrap();
+    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
+        .await
+        .unwrap();
+    let collection = client
+        .database(&settings.mongo.database)
+        .collection::<mongodb::bson::Document>(&settings.mongo.collection);
+    let documents: Vec<_> = (0..500)
+        .map(|i| mongodb::bson::doc! { "name": format!("Populated {i}") })
+        .collect();
+    collection.insert_many(documents).await.unwrap();
+    repository.ensure_indexes().await.unwrap();
+    let first = collection.list_index_names().await.unwrap();
+    repository.ensure_indexes().await.unwrap();
+    let second = collection.list_index_names().await.unwrap();
+    for name in ["categoryId_1", "name_1__id_1"] {
+        assert!(first.iter().any(|n| n == name), "{first:?}");
+    }
+    assert_eq!(first, second);
+    // The connection pool is healthy: nothing was dropped mid-flight.
+    assert_eq!(
+        collection
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .unwrap(),
+        500
+    );
+    repository.drop_database().await.unwrap();
+}

@@ -37,16 +37,23 @@ async fn search(app: &TestApp, query: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap())
 }
 
-async fn cached(app: &TestApp, id: &str) -> bool {
+/// The raw cache entry: `{revision}|{product JSON}`, or `{revision}|` once
+/// deleted.
+async fn cache_entry(app: &TestApp, id: &str) -> Option<String> {
     let client = redis::Client::open(REDIS_URL).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{}{id}", app.settings.redis.key_prefix);
-    redis::cmd("EXISTS")
+    redis::cmd("GET")
         .arg(key)
-        .query_async::<i64>(&mut conn)
+        .query_async::<Option<String>>(&mut conn)
         .await
         .unwrap()
-        == 1
+}
+
+async fn cached(app: &TestApp, id: &str) -> bool {
+    cache_entry(app, id)
+        .await
+        .is_some_and(|entry| !entry.ends_with('|'))
 }
 
 #[tokio::test]
@@ -322,7 +329,7 @@ fn urlencode(s: &str) -> String {
 }
 
 #[tokio::test]
-async fn get_fills_the_cache_and_writes_invalidate_it() {
+async fn get_fills_the_cache_and_writes_replace_it() {
     let app = spawn_app().await;
     let created = create(&app, &product_body("Cached lamp")).await;
     let id = created["productId"].as_str().unwrap();
@@ -336,16 +343,18 @@ async fn get_fills_the_cache_and_writes_invalidate_it() {
     let key = format!("{}{id}", app.settings.redis.key_prefix);
     let mut tampered = created.clone();
     tampered["name"] = json!("From the cache");
+    let entry = cache_entry(&app, id).await.unwrap();
+    let revision = entry.split('|').next().unwrap();
     let _: () = redis::cmd("SET")
         .arg(&key)
-        .arg(tampered.to_string())
+        .arg(format!("{revision}|{tampered}"))
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(get(&app, id).await.1["name"], "From the cache");
 
-    // The consumer invalidates the entry when it applies the update, so the
-    // new name shows up (a stale cache would keep the old one until its TTL).
+    // The consumer puts the new version (a later revision) in the cache when
+    // it applies the update, so the new name shows up at once.
     let read = update_product(&app, id, &product_body("Renamed lamp")).await;
     assert_eq!(read["name"], "Renamed lamp");
     assert!(cached(&app, id).await, "read again, cached again");
@@ -355,7 +364,12 @@ async fn get_fills_the_cache_and_writes_invalidate_it() {
         .send()
         .await
         .unwrap();
-    assert!(!cached(&app, id).await, "delete invalidates");
+    assert!(!cached(&app, id).await, "delete replaces the entry");
+    let entry = cache_entry(&app, id).await.unwrap();
+    assert!(
+        entry.ends_with('|'),
+        "a deleted product is cached as deleted: {entry}"
+    );
     assert_eq!(get(&app, id).await.0, StatusCode::NOT_FOUND);
 }
 

@@ -15,6 +15,10 @@ pub enum AppError {
     /// A dependency (the database) cannot be reached; retrying later may work.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
+    /// The database refused this write for what it is (e.g. too large):
+    /// retrying it cannot help.
+    #[error("rejected by the database: {0}")]
+    Rejected(String),
     /// A bug or corrupt data; the message is for logs, never for clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -24,6 +28,7 @@ impl From<PortError> for AppError {
     fn from(err: PortError) -> Self {
         match err {
             PortError::Unavailable(msg) => Self::Unavailable(msg),
+            PortError::Rejected(msg) => Self::Rejected(msg),
             PortError::Internal(msg) => Self::Internal(msg),
         }
     }

@@ -10,13 +10,18 @@ mod error;
 mod ports;
 mod service;
 
-pub use commands::{ApplyOutcome, ProductCommand, ProductUpdate, UpdateOutcome};
+pub use commands::{
+    ApplyOutcome, DeleteOutcome, LogPosition, ProductCommand, ProductUpdate, UpdateOrder,
+    UpdateOutcome,
+};
 pub use error::AppError;
 pub use ports::{
-    Clock, CommandPublisher, IdGenerator, InsertOutcome, NoCache, PortError, ProductCache,
-    ProductRepository, SystemClock,
+    CacheEntry, Clock, CommandPublisher, IdGenerator, InsertOutcome, NoCache, PortError,
+    ProductCache, ProductRepository, Revision, Stored, SystemClock,
 };
 pub use service::ProductService;
 
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 #[cfg(test)]
 mod tests;

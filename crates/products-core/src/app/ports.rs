@@ -7,17 +7,45 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Product, ProductId, SearchPage, SearchQuery};
 
-use super::{ProductCommand, ProductUpdate, UpdateOutcome};
+use super::{DeleteOutcome, ProductCommand, ProductUpdate, UpdateOrder, UpdateOutcome};
 
 /// A failure of an adapter, classified by what the caller can do about it.
+/// Adapters classify explicitly (see the MongoDB adapter's `port_error`):
+/// the command pipeline retries `Unavailable` for as long as it lasts,
+/// dead-letters `Rejected` at once, and gives `Internal` a bounded budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
-    /// Timeout, connection refused, server selection failed: retry later.
+    /// The dependency cannot serve now (connection refused, timeout, server
+    /// selection, shutting down, not primary): retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// Anything else: not worth retrying.
+    /// The dependency refused this request for what it is (document too
+    /// large, failed validation): retrying the same request cannot help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Anything else: a bug or corrupt data.
     #[error("{0}")]
     Internal(String),
+}
+
+/// Counts the writes of one product id (create 1, then +1 for each update and
+/// for the delete), so copies of it, such as cache entries, are ordered
+/// without clocks.
+pub type Revision = u64;
+
+/// What the repository holds for an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    Live(Product, Revision),
+    /// Deleted: the tombstone stays for the command topics' retention.
+    Deleted(Revision),
+}
+
+/// A cache entry: a product, or the short-lived mark that it was deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheEntry {
+    Product(Product),
+    Deleted,
 }
 
 /// Result of inserting a product with a known id.
@@ -49,25 +77,44 @@ pub trait ProductRepository: Send + Sync {
         }
         Ok(outcomes)
     }
-    /// Replaces the client-controlled fields and `updated_at`, unless the
-    /// stored product was updated later than `update.updated_at`. Never an
-    /// upsert.
-    async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError>;
-    async fn find_by_id(&self, id: &ProductId) -> Result<Option<Product>, PortError>;
+    /// Replaces the client-controlled fields and `updated_at` of a live
+    /// product and bumps its revision. With [`UpdateOrder::Log`], only if the
+    /// stored product has not applied that position or a later one of the
+    /// same partition (then `Stale`); the position is stored with the change.
+    /// Never an upsert; a tombstone answers `Deleted`.
+    async fn update(
+        &self,
+        update: &ProductUpdate,
+        order: UpdateOrder,
+    ) -> Result<UpdateOutcome, PortError>;
+    /// The product, or its tombstone, by id.
+    async fn find_by_id(&self, id: &ProductId) -> Result<Option<Stored>, PortError>;
+    /// Live products only.
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, PortError>;
-    /// `false` when there was nothing to delete.
-    async fn delete(&self, id: &ProductId) -> Result<bool, PortError>;
+    /// Replaces the product by a tombstone (written even when nothing was
+    /// there, so that a create still on its way stays deleted), with its
+    /// new revision.
+    async fn delete(&self, id: &ProductId) -> Result<(DeleteOutcome, Revision), PortError>;
     /// Cheap reachability check for readiness probes.
     async fn ping(&self) -> Result<(), PortError>;
 }
 
 /// A best-effort read cache in front of the repository. Errors are reported
 /// so they can be logged, but use cases never fail because of the cache.
+///
+/// Entries carry the revision they were read at, and `put` is a compare-and-
+/// set: an entry is stored only if the cache holds nothing of the same or a
+/// later revision. So a reader that read an old version before a write
+/// cannot overwrite the newer entry the writer put (the cache-aside race).
 #[async_trait]
 pub trait ProductCache: Send + Sync {
-    async fn get(&self, id: &ProductId) -> Result<Option<Product>, PortError>;
-    async fn put(&self, product: &Product) -> Result<(), PortError>;
-    async fn remove(&self, id: &ProductId) -> Result<(), PortError>;
+    async fn get(&self, id: &ProductId) -> Result<Option<CacheEntry>, PortError>;
+    async fn put(
+        &self,
+        id: &ProductId,
+        entry: &CacheEntry,
+        revision: Revision,
+    ) -> Result<(), PortError>;
 }
 
 /// The cache to use when caching is turned off.
@@ -76,13 +123,15 @@ pub struct NoCache;
 
 #[async_trait]
 impl ProductCache for NoCache {
-    async fn get(&self, _id: &ProductId) -> Result<Option<Product>, PortError> {
+    async fn get(&self, _id: &ProductId) -> Result<Option<CacheEntry>, PortError> {
         Ok(None)
     }
-    async fn put(&self, _product: &Product) -> Result<(), PortError> {
-        Ok(())
-    }
-    async fn remove(&self, _id: &ProductId) -> Result<(), PortError> {
+    async fn put(
+        &self,
+        _id: &ProductId,
+        _entry: &CacheEntry,
+        _revision: Revision,
+    ) -> Result<(), PortError> {
         Ok(())
     }
 }

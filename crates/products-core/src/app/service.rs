@@ -3,8 +3,11 @@
 //! (the Kafka consumer).
 //!
 //! Reads go cache-aside (cache, then repository, then fill the cache); writes
-//! go to the repository and invalidate the cache. A failing cache is logged
-//! and bypassed: it can slow a request down but never fail it.
+//! go to the repository and then put their result in the cache (a deleted
+//! product as a short-lived "deleted" entry). Every cache write carries the
+//! stored revision and never replaces a later one, so a slow reader cannot
+//! put back an old version. A failing cache is logged and bypassed: it can
+//! slow a request down but never fail it.
 
 use std::sync::Arc;
 
@@ -13,8 +16,9 @@ use crate::domain::{
 };
 
 use super::{
-    AppError, ApplyOutcome, Clock, CommandPublisher, IdGenerator, InsertOutcome, ProductCache,
-    ProductCommand, ProductRepository, ProductUpdate, UpdateOutcome,
+    AppError, ApplyOutcome, CacheEntry, Clock, CommandPublisher, DeleteOutcome, IdGenerator,
+    InsertOutcome, LogPosition, ProductCache, ProductCommand, ProductRepository, ProductUpdate,
+    Revision, Stored, UpdateOrder, UpdateOutcome,
 };
 
 /// Entry point of every use case; cheap to clone and share across tasks.
@@ -58,18 +62,21 @@ impl ProductService {
         }
     }
 
-    /// Replaces the fields of an existing product; NotFound if there is none.
+    /// Replaces the fields of an existing product now (a direct write, as
+    /// gRPC does); NotFound if there is none or it was deleted. It leaves the
+    /// product's log position alone, so updates from the command topic are
+    /// neither lost nor reordered by it.
     #[tracing::instrument(name = "usecase.update_product", skip(self, raw), err(level = "info"))]
     pub async fn update(&self, id: &str, raw: UnvalidatedProduct) -> Result<Product, AppError> {
         let update = self.new_update(id, raw)?;
-        match self.repository.update(&update).await? {
-            UpdateOutcome::Applied(product) => {
-                self.invalidate(&update.id).await;
+        match self.repository.update(&update, UpdateOrder::Direct).await? {
+            UpdateOutcome::Applied(product, revision) => {
+                self.cache_put(&update.id, CacheEntry::Product(product.clone()), revision)
+                    .await;
                 Ok(product)
             }
-            UpdateOutcome::NotFound => Err(AppError::NotFound(update.id)),
-            // A concurrent write carried a later timestamp: last writer wins,
-            // so the current state is the answer.
+            UpdateOutcome::NotFound | UpdateOutcome::Deleted => Err(AppError::NotFound(update.id)),
+            // Direct writes are not ordered by position; kept for completeness.
             UpdateOutcome::Stale => self.get(update.id.as_str()).await,
         }
     }
@@ -101,29 +108,44 @@ impl ProductService {
         Ok(id)
     }
 
-    /// Applies a command from the pipeline, idempotently. An update of a
-    /// product that does not exist (yet) is NotFound: its create may still be
-    /// on its way on the other topic, so the caller retries it.
+    /// Applies a command from the pipeline, idempotently; `position` is the
+    /// record's place in its topic, which orders the updates of one product.
+    /// An update of a product that does not exist (yet) is NotFound: its
+    /// create may still be on its way on the other topic, so the caller
+    /// tries it again later. A create or update of a deleted product is
+    /// dropped (`Deleted`).
     #[tracing::instrument(
         name = "usecase.apply_command",
         skip_all,
         fields(command = command.kind(), product_id = %command.product_id()),
         err(level = "info")
     )]
-    pub async fn apply(&self, command: &ProductCommand) -> Result<ApplyOutcome, AppError> {
+    pub async fn apply(
+        &self,
+        command: &ProductCommand,
+        position: LogPosition,
+    ) -> Result<ApplyOutcome, AppError> {
         match command {
             ProductCommand::Create(product) => match self.repository.insert(product).await? {
                 InsertOutcome::Inserted => Ok(ApplyOutcome::Applied),
                 InsertOutcome::AlreadyExists => Ok(ApplyOutcome::Duplicate),
             },
-            ProductCommand::Update(update) => match self.repository.update(update).await? {
-                UpdateOutcome::Applied(_) => {
-                    self.invalidate(&update.id).await;
-                    Ok(ApplyOutcome::Applied)
+            ProductCommand::Update(update) => {
+                match self
+                    .repository
+                    .update(update, UpdateOrder::Log(position))
+                    .await?
+                {
+                    UpdateOutcome::Applied(product, revision) => {
+                        self.cache_put(&update.id, CacheEntry::Product(product), revision)
+                            .await;
+                        Ok(ApplyOutcome::Applied)
+                    }
+                    UpdateOutcome::Stale => Ok(ApplyOutcome::Duplicate),
+                    UpdateOutcome::Deleted => Ok(ApplyOutcome::Deleted),
+                    UpdateOutcome::NotFound => Err(AppError::NotFound(update.id.clone())),
                 }
-                UpdateOutcome::Stale => Ok(ApplyOutcome::Duplicate),
-                UpdateOutcome::NotFound => Err(AppError::NotFound(update.id.clone())),
-            },
+            }
         }
     }
 
@@ -182,19 +204,23 @@ impl ProductService {
     pub async fn get(&self, id: &str) -> Result<Product, AppError> {
         let id = parse_id(id)?;
         match self.cache.get(&id).await {
-            Ok(Some(product)) => return Ok(product),
+            Ok(Some(CacheEntry::Product(product))) => return Ok(product),
+            Ok(Some(CacheEntry::Deleted)) => return Err(AppError::NotFound(id)),
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "cache read failed; reading the database"),
         }
-        let product = self
-            .repository
-            .find_by_id(&id)
-            .await?
-            .ok_or_else(|| AppError::NotFound(id.clone()))?;
-        if let Err(err) = self.cache.put(&product).await {
-            tracing::warn!(error = %err, "cache write failed");
+        match self.repository.find_by_id(&id).await? {
+            Some(Stored::Live(product, revision)) => {
+                self.cache_put(&id, CacheEntry::Product(product.clone()), revision)
+                    .await;
+                Ok(product)
+            }
+            Some(Stored::Deleted(revision)) => {
+                self.cache_put(&id, CacheEntry::Deleted, revision).await;
+                Err(AppError::NotFound(id))
+            }
+            None => Err(AppError::NotFound(id)),
         }
-        Ok(product)
     }
 
     /// Case-insensitive literal substring search over name and description.
@@ -203,15 +229,19 @@ impl ProductService {
         Ok(self.repository.search(&query).await?)
     }
 
-    /// Deletes a product; NotFound if there was none.
+    /// Deletes a product, leaving a tombstone so that no redelivered or
+    /// replayed create or update brings it back; NotFound if nothing live was
+    /// there (the tombstone is written all the same: a create still on its
+    /// way will not appear).
     #[tracing::instrument(name = "usecase.delete_product", skip(self), err(level = "info"))]
     pub async fn delete(&self, id: &str) -> Result<(), AppError> {
         let id = parse_id(id)?;
-        if !self.repository.delete(&id).await? {
-            return Err(AppError::NotFound(id));
+        let (outcome, revision) = self.repository.delete(&id).await?;
+        self.cache_put(&id, CacheEntry::Deleted, revision).await;
+        match outcome {
+            DeleteOutcome::Deleted => Ok(()),
+            DeleteOutcome::NothingToDelete => Err(AppError::NotFound(id)),
         }
-        self.invalidate(&id).await;
-        Ok(())
     }
 
     /// Whether the database answers (for readiness and health checks).
@@ -237,10 +267,11 @@ impl ProductService {
         }
     }
 
-    async fn invalidate(&self, id: &ProductId) {
-        // A failed invalidation leaves a stale entry until its TTL ends.
-        if let Err(err) = self.cache.remove(id).await {
-            tracing::warn!(error = %err, product_id = %id, "cache invalidation failed");
+    async fn cache_put(&self, id: &ProductId, entry: CacheEntry, revision: Revision) {
+        // A failed write after a change leaves the previous entry until its
+        // TTL ends: the cache is best-effort.
+        if let Err(err) = self.cache.put(id, &entry, revision).await {
+            tracing::warn!(error = %err, product_id = %id, "cache write failed");
         }
     }
 }

@@ -1,227 +1,22 @@
 //! Use-case tests against in-memory fakes of the ports (no I/O).
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-};
-
-use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use std::sync::atomic::Ordering;
 
 use futures::executor::block_on;
 
+use super::fakes::{raw_product as raw, Fixture};
 use super::*;
 use crate::domain::*;
 
-#[derive(Default)]
-struct InMemoryRepository {
-    products: Mutex<HashMap<ProductId, Product>>,
-    reads: AtomicUsize,
-    down: AtomicBool,
-}
-
-impl InMemoryRepository {
-    fn check_up(&self) -> Result<(), PortError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(PortError::Unavailable("database down".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl ProductRepository for InMemoryRepository {
-    async fn insert(&self, product: &Product) -> Result<InsertOutcome, PortError> {
-        self.check_up()?;
-        let mut products = self.products.lock().unwrap();
-        if products.contains_key(&product.id) {
-            return Ok(InsertOutcome::AlreadyExists);
-        }
-        products.insert(product.id.clone(), product.clone());
-        Ok(InsertOutcome::Inserted)
-    }
-
-    async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError> {
-        self.check_up()?;
-        let mut products = self.products.lock().unwrap();
-        let Some(stored) = products.get_mut(&update.id) else {
-            return Ok(UpdateOutcome::NotFound);
-        };
-        if stored.updated_at > update.updated_at {
-            return Ok(UpdateOutcome::Stale);
-        }
-        *stored = Product::from_draft(
-            update.id.clone(),
-            update.draft.clone(),
-            stored.created_at,
-            update.updated_at,
-        );
-        Ok(UpdateOutcome::Applied(stored.clone()))
-    }
-
-    async fn find_by_id(&self, id: &ProductId) -> Result<Option<Product>, PortError> {
-        self.check_up()?;
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        Ok(self.products.lock().unwrap().get(id).cloned())
-    }
-
-    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, PortError> {
-        self.check_up()?;
-        let needle = query.text.as_str().to_lowercase();
-        let mut hits: Vec<Product> = self
-            .products
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|p| {
-                p.name.as_str().to_lowercase().contains(&needle)
-                    || p.description.as_str().to_lowercase().contains(&needle)
-            })
-            .cloned()
-            .collect();
-        hits.sort_by(|a, b| a.id.cmp(&b.id));
-        let total_count = hits.len() as u64;
-        let products = hits
-            .into_iter()
-            .skip(query.offset() as usize)
-            .take(query.size as usize)
-            .collect();
-        Ok(SearchPage {
-            total_count,
-            page: query.page,
-            size: query.size,
-            products,
-        })
-    }
-
-    async fn delete(&self, id: &ProductId) -> Result<bool, PortError> {
-        self.check_up()?;
-        Ok(self.products.lock().unwrap().remove(id).is_some())
-    }
-
-    async fn ping(&self) -> Result<(), PortError> {
-        self.check_up()
-    }
-}
-
-#[derive(Default)]
-struct InMemoryCache {
-    entries: Mutex<HashMap<ProductId, Product>>,
-    broken: AtomicBool,
-}
-
-impl InMemoryCache {
-    fn check(&self) -> Result<(), PortError> {
-        if self.broken.load(Ordering::SeqCst) {
-            Err(PortError::Unavailable("cache down".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl ProductCache for InMemoryCache {
-    async fn get(&self, id: &ProductId) -> Result<Option<Product>, PortError> {
-        self.check()?;
-        Ok(self.entries.lock().unwrap().get(id).cloned())
-    }
-    async fn put(&self, product: &Product) -> Result<(), PortError> {
-        self.check()?;
-        self.entries
-            .lock()
-            .unwrap()
-            .insert(product.id.clone(), product.clone());
-        Ok(())
-    }
-    async fn remove(&self, id: &ProductId) -> Result<(), PortError> {
-        self.check()?;
-        self.entries.lock().unwrap().remove(id);
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct RecordingPublisher {
-    commands: Mutex<Vec<ProductCommand>>,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl CommandPublisher for RecordingPublisher {
-    async fn publish(&self, command: &ProductCommand) -> Result<(), PortError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(PortError::Unavailable("broker down".into()));
-        }
-        self.commands.lock().unwrap().push(command.clone());
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct SequentialIds(AtomicU32);
-
-impl IdGenerator for SequentialIds {
-    fn next_id(&self) -> ProductId {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        ProductId::parse(&format!("{n:024x}")).unwrap()
-    }
-}
-
-/// Starts at a fixed instant and advances one second per reading.
-struct SteppingClock(Mutex<DateTime<Utc>>);
-
-impl Clock for SteppingClock {
-    fn now(&self) -> DateTime<Utc> {
-        let mut now = self.0.lock().unwrap();
-        *now += chrono::Duration::seconds(1);
-        *now
-    }
-}
-
-struct Fixture {
-    service: ProductService,
-    repository: Arc<InMemoryRepository>,
-    cache: Arc<InMemoryCache>,
-    publisher: Arc<RecordingPublisher>,
-}
-
 fn fixture() -> Fixture {
-    let repository = Arc::new(InMemoryRepository::default());
-    let cache = Arc::new(InMemoryCache::default());
-    let publisher = Arc::new(RecordingPublisher::default());
-    let clock = SteppingClock(Mutex::new(
-        Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
-    ));
-    let service = ProductService::new(
-        repository.clone(),
-        cache.clone(),
-        publisher.clone(),
-        Arc::new(SequentialIds::default()),
-        Arc::new(clock),
-    );
-    Fixture {
-        service,
-        repository,
-        cache,
-        publisher,
-    }
+    Fixture::default()
 }
 
-fn raw(name: &str) -> UnvalidatedProduct {
-    UnvalidatedProduct {
-        category_id: Some("65a1f0c2e4b0a1b2c3d4e5f6".into()),
-        name: Some(name.into()),
-        description: Some("Something to sell".into()),
-        price: Some(12.5),
-        image_url: None,
-        photos: vec![],
-        quantity: Some(1),
-        rating: Some(5),
+/// A position on the update topic (partition 0).
+fn at(offset: i64) -> LogPosition {
+    LogPosition {
+        partition: 0,
+        offset,
     }
 }
 
@@ -243,7 +38,7 @@ fn create_rejects_invalid_input_and_stores_nothing() {
         panic!("expected validation error, got {err:?}")
     };
     assert!(errors.fields().len() >= 5);
-    assert!(f.repository.products.lock().unwrap().is_empty());
+    assert!(f.repository.live().is_empty());
 }
 
 #[test]
@@ -256,7 +51,7 @@ fn second_get_is_served_from_cache() {
 }
 
 #[test]
-fn update_changes_fields_keeps_created_at_and_invalidates_cache() {
+fn update_changes_fields_keeps_created_at_and_caches_the_new_version() {
     let f = fixture();
     let created = block_on(f.service.create(raw("Desk lamp"))).unwrap();
     block_on(f.service.get(created.id.as_str())).unwrap();
@@ -264,8 +59,28 @@ fn update_changes_fields_keeps_created_at_and_invalidates_cache() {
     let updated = block_on(f.service.update(created.id.as_str(), raw("Floor lamp"))).unwrap();
     assert_eq!(updated.name.as_str(), "Floor lamp");
     assert_eq!(updated.created_at, created.created_at);
-    assert!(!f.cache.entries.lock().unwrap().contains_key(&created.id));
+    let reads = f.repository.reads.load(Ordering::SeqCst);
     let read = block_on(f.service.get(created.id.as_str())).unwrap();
+    assert_eq!(read.name.as_str(), "Floor lamp");
+    assert_eq!(
+        f.repository.reads.load(Ordering::SeqCst),
+        reads,
+        "served from the cache"
+    );
+}
+
+#[test]
+fn a_slow_reader_cannot_put_an_older_version_back_in_the_cache() {
+    let f = fixture();
+    let id = block_on(f.service.create(raw("Desk lamp"))).unwrap().id;
+    // A reader read revision 1 before the update, and puts it after.
+    let Some(Stored::Live(old, old_revision)) = block_on(f.repository.find_by_id(&id)).unwrap()
+    else {
+        panic!("stored")
+    };
+    block_on(f.service.update(id.as_str(), raw("Floor lamp"))).unwrap();
+    block_on(f.cache.put(&id, &CacheEntry::Product(old), old_revision)).unwrap();
+    let read = block_on(f.service.get(id.as_str())).unwrap();
     assert_eq!(read.name.as_str(), "Floor lamp");
 }
 
@@ -274,7 +89,7 @@ fn update_of_missing_product_is_not_found_not_upsert() {
     let f = fixture();
     let err = block_on(f.service.update("65a1f0c2e4b0a1b2c3d4e5f6", raw("Ghost"))).unwrap_err();
     assert!(matches!(err, AppError::NotFound(_)), "{err:?}");
-    assert!(f.repository.products.lock().unwrap().is_empty());
+    assert!(f.repository.live().is_empty());
 }
 
 #[test]
@@ -286,6 +101,20 @@ fn update_reports_bad_id_and_bad_fields_together() {
     };
     let fields: Vec<&str> = errors.fields().iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["productId", "name"]);
+}
+
+#[test]
+fn a_deleted_product_is_cached_as_deleted_and_not_read_again() {
+    let f = fixture();
+    let id = block_on(f.service.create(raw("Desk lamp"))).unwrap().id;
+    block_on(f.service.get(id.as_str())).unwrap();
+    block_on(f.service.delete(id.as_str())).unwrap();
+    let reads = f.repository.reads.load(Ordering::SeqCst);
+    assert!(matches!(
+        block_on(f.service.get(id.as_str())),
+        Err(AppError::NotFound(_))
+    ));
+    assert_eq!(f.repository.reads.load(Ordering::SeqCst), reads);
 }
 
 #[test]
@@ -354,7 +183,7 @@ fn submit_create_publishes_a_valid_product_and_stores_nothing() {
         panic!("expected one create, got {commands:?}")
     };
     assert_eq!(product.id, id);
-    assert!(f.repository.products.lock().unwrap().is_empty());
+    assert!(f.repository.live().is_empty());
 }
 
 #[test]
@@ -379,31 +208,35 @@ fn applying_a_create_twice_is_a_duplicate() {
     block_on(f.service.submit_create(raw("Lamp"))).unwrap();
     let command = f.publisher.commands.lock().unwrap()[0].clone();
     assert_eq!(
-        block_on(f.service.apply(&command)).unwrap(),
+        block_on(f.service.apply(&command, at(0))).unwrap(),
         ApplyOutcome::Applied
     );
     assert_eq!(
-        block_on(f.service.apply(&command)).unwrap(),
+        block_on(f.service.apply(&command, at(0))).unwrap(),
         ApplyOutcome::Duplicate
     );
-    assert_eq!(f.repository.products.lock().unwrap().len(), 1);
+    assert_eq!(f.repository.live().len(), 1);
 }
 
 #[test]
-fn an_older_update_never_overwrites_a_newer_one() {
+fn a_redelivered_update_never_overwrites_a_later_one() {
     let f = fixture();
     let id = block_on(f.service.submit_create(raw("Lamp v0"))).unwrap();
     block_on(f.service.submit_update(id.as_str(), raw("Lamp v1"))).unwrap();
     block_on(f.service.submit_update(id.as_str(), raw("Lamp v2"))).unwrap();
     let commands = f.publisher.commands.lock().unwrap().clone();
-    block_on(f.service.apply(&commands[0])).unwrap();
+    block_on(f.service.apply(&commands[0], at(0))).unwrap();
     assert_eq!(
-        block_on(f.service.apply(&commands[2])).unwrap(),
+        block_on(f.service.apply(&commands[1], at(1))).unwrap(),
         ApplyOutcome::Applied
     );
-    // v1 replayed after v2: superseded.
     assert_eq!(
-        block_on(f.service.apply(&commands[1])).unwrap(),
+        block_on(f.service.apply(&commands[2], at(2))).unwrap(),
+        ApplyOutcome::Applied
+    );
+    // v1 redelivered after v2: its position was applied already.
+    assert_eq!(
+        block_on(f.service.apply(&commands[1], at(1))).unwrap(),
         ApplyOutcome::Duplicate
     );
     let stored = block_on(f.service.get(id.as_str())).unwrap();
@@ -416,17 +249,17 @@ fn an_update_before_its_create_is_not_found_then_applies() {
     let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
     block_on(f.service.submit_update(id.as_str(), raw("Lamp renamed"))).unwrap();
     let commands = f.publisher.commands.lock().unwrap().clone();
-    let err = block_on(f.service.apply(&commands[1])).unwrap_err();
+    let err = block_on(f.service.apply(&commands[1], at(7))).unwrap_err();
     assert!(matches!(err, AppError::NotFound(_)));
-    block_on(f.service.apply(&commands[0])).unwrap();
+    block_on(f.service.apply(&commands[0], at(3))).unwrap();
     assert_eq!(
-        block_on(f.service.apply(&commands[1])).unwrap(),
+        block_on(f.service.apply(&commands[1], at(7))).unwrap(),
         ApplyOutcome::Applied
     );
 }
 
 #[test]
-fn applying_an_update_invalidates_the_cache() {
+fn applying_an_update_puts_the_new_version_in_the_cache() {
     let f = fixture();
     let product = block_on(f.service.create(raw("Lamp"))).unwrap();
     block_on(f.service.get(product.id.as_str())).unwrap();
@@ -436,8 +269,90 @@ fn applying_an_update_invalidates_the_cache() {
     )
     .unwrap();
     let command = f.publisher.commands.lock().unwrap()[0].clone();
-    block_on(f.service.apply(&command)).unwrap();
-    assert!(!f.cache.entries.lock().unwrap().contains_key(&product.id));
+    block_on(f.service.apply(&command, at(0))).unwrap();
+    let cached = f.cache.entries.lock().unwrap().get(&product.id).cloned();
+    let Some((CacheEntry::Product(cached), 2)) = cached else {
+        panic!("expected revision 2 cached, got {cached:?}")
+    };
+    assert_eq!(cached.name.as_str(), "Lamp renamed");
+}
+
+#[test]
+fn the_log_orders_updates_not_their_timestamps() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp first"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp second"))).unwrap();
+    let mut commands = f.publisher.commands.lock().unwrap().clone();
+    // The second update carries the older clock (another replica's).
+    if let (ProductCommand::Update(first), ProductCommand::Update(second)) =
+        (commands[1].clone(), &mut commands[2])
+    {
+        second.updated_at = first.updated_at - chrono::Duration::seconds(5);
+    }
+    block_on(f.service.apply(&commands[0], at(0))).unwrap();
+    block_on(f.service.apply(&commands[1], at(10))).unwrap();
+    assert_eq!(
+        block_on(f.service.apply(&commands[2], at(11))).unwrap(),
+        ApplyOutcome::Applied
+    );
+    let stored = block_on(f.service.get(id.as_str())).unwrap();
+    assert_eq!(stored.name.as_str(), "Lamp second");
+}
+
+#[test]
+fn a_deleted_product_never_comes_back() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp renamed"))).unwrap();
+    let commands = f.publisher.commands.lock().unwrap().clone();
+    block_on(f.service.apply(&commands[0], at(0))).unwrap();
+    block_on(f.service.delete(id.as_str())).unwrap();
+    assert_eq!(
+        block_on(f.service.apply(&commands[0], at(0))).unwrap(),
+        ApplyOutcome::Duplicate
+    );
+    assert_eq!(
+        block_on(f.service.apply(&commands[1], at(1))).unwrap(),
+        ApplyOutcome::Deleted
+    );
+    assert!(matches!(
+        block_on(f.service.get(id.as_str())),
+        Err(AppError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_delete_before_the_create_is_applied_keeps_it_deleted() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    let command = f.publisher.commands.lock().unwrap()[0].clone();
+    assert!(matches!(
+        block_on(f.service.delete(id.as_str())),
+        Err(AppError::NotFound(_))
+    ));
+    block_on(f.service.apply(&command, at(0))).unwrap();
+    assert!(matches!(
+        block_on(f.service.get(id.as_str())),
+        Err(AppError::NotFound(_))
+    ));
+    assert!(f.repository.live().is_empty());
+}
+
+#[test]
+fn a_direct_update_does_not_make_a_log_update_stale() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp from Kafka"))).unwrap();
+    let commands = f.publisher.commands.lock().unwrap().clone();
+    block_on(f.service.apply(&commands[0], at(0))).unwrap();
+    block_on(f.service.update(id.as_str(), raw("Lamp from gRPC"))).unwrap();
+    assert_eq!(
+        block_on(f.service.apply(&commands[1], at(1))).unwrap(),
+        ApplyOutcome::Applied
+    );
+    let stored = block_on(f.service.get(id.as_str())).unwrap();
+    assert_eq!(stored.name.as_str(), "Lamp from Kafka");
 }
 
 fn created_products(f: &Fixture, names: &[&str]) -> Vec<Product> {
@@ -462,7 +377,7 @@ fn a_batch_of_creates_applies_each_once_in_order() {
     let products = created_products(&f, &["Lamp", "Desk", "Chair"]);
     block_on(
         f.service
-            .apply(&ProductCommand::Create(products[1].clone())),
+            .apply(&ProductCommand::Create(products[1].clone()), at(0)),
     )
     .unwrap();
     let outcomes = block_on(f.service.apply_creates(&products)).unwrap();
@@ -474,7 +389,7 @@ fn a_batch_of_creates_applies_each_once_in_order() {
             Some(ApplyOutcome::Applied)
         ]
     );
-    assert_eq!(f.repository.products.lock().unwrap().len(), 3);
+    assert_eq!(f.repository.live().len(), 3);
 }
 
 #[test]

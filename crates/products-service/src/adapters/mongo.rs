@@ -4,6 +4,15 @@
 //! support: CRUD by `_id`, `$regex` with the `i` option, count, sort/skip/limit
 //! and plain indexes (no text index, no transactions). Search text is escaped
 //! so it is always matched literally.
+//!
+//! Besides the product fields, a document carries `rev` (a write counter: 1 on
+//! create, +1 on every update and on delete; cache entries are ordered by it)
+//! and `logPartition`/`logOffset`, the update-topic position of the last
+//! Kafka update applied (a later update applies only past it: the log orders
+//! updates, not clocks). A delete leaves a tombstone `{_id, deletedAt, rev}`,
+//! so a redelivered create (insert with a known `_id`: duplicate key) or
+//! update cannot bring the product back; tombstones are purged after the
+//! command topics' retention (`mongo.tombstone_retention_hours`).
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +26,10 @@ use mongodb::{
     Client, Collection, Database, IndexModel,
 };
 use products_core::{
-    app::{InsertOutcome, PortError, ProductRepository, ProductUpdate, UpdateOutcome},
+    app::{
+        DeleteOutcome, InsertOutcome, PortError, ProductRepository, ProductUpdate, Revision,
+        Stored, UpdateOrder, UpdateOutcome,
+    },
     domain::{
         CategoryId, Description, HttpUrl, Price, Product, ProductId, ProductName, Quantity, Rating,
         SearchPage, SearchQuery,
@@ -45,12 +57,36 @@ struct ProductDocument {
     rating: i64,
     created_at: mongodb::bson::DateTime,
     updated_at: mongodb::bson::DateTime,
+    /// Write counter; absent on documents written before it existed (0).
+    #[serde(default)]
+    rev: i64,
 }
+
+/// Field names beyond the product's own.
+const REV: &str = "rev";
+const DELETED_AT: &str = "deletedAt";
+const LOG_PARTITION: &str = "logPartition";
+const LOG_OFFSET: &str = "logOffset";
+/// The product fields a tombstone drops.
+const PRODUCT_FIELDS: [&str; 10] = [
+    "categoryId",
+    "name",
+    "description",
+    "price",
+    "imageUrl",
+    "photos",
+    "quantity",
+    "rating",
+    "createdAt",
+    "updatedAt",
+];
 
 #[derive(Clone)]
 pub struct MongoProductRepository {
     database: Database,
     products: Collection<ProductDocument>,
+    /// The same collection, read as raw documents (products and tombstones).
+    raw: Collection<Document>,
 }
 
 impl MongoProductRepository {
@@ -84,26 +120,48 @@ impl MongoProductRepository {
         let client = Client::with_options(options)?;
         let database = client.database(&settings.database);
         let products = database.collection(&settings.collection);
-        Ok(Self { database, products })
+        let raw = database.collection(&settings.collection);
+        Ok(Self {
+            database,
+            products,
+            raw,
+        })
     }
 
-    /// Creates the indexes search and listing rely on; idempotent (creating an
-    /// existing index with the same spec is a no-op on both servers).
+    /// Creates the indexes search and listing rely on, those missing only,
+    /// one per command. Sending them together when some exist already
+    /// crashes FerretDB 1.24's `createIndexes` (a panic that drops the
+    /// connection and whatever else was in flight on it), and skipping
+    /// existing ones makes a restart on a populated collection cost one
+    /// `listIndexes`. Retried by the caller until the database answers.
     #[tracing::instrument(skip(self), err)]
     pub async fn ensure_indexes(&self) -> Result<(), PortError> {
-        let index = |keys: Document, name: &str| {
-            IndexModel::builder()
+        let existing = match self.products.list_index_names().await {
+            Ok(names) => names,
+            // No collection yet: nothing exists.
+            Err(err) if matches!(err.kind.as_ref(), ErrorKind::Command(e) if e.code == NAMESPACE_NOT_FOUND) => {
+                Vec::new()
+            }
+            Err(err) => return Err(port_error(err)),
+        };
+        let wanted = [
+            (doc! { "categoryId": 1 }, "categoryId_1"),
+            (doc! { "name": 1, "_id": 1 }, "name_1__id_1"),
+        ];
+        for (keys, name) in wanted {
+            if existing.iter().any(|e| e == name) {
+                continue;
+            }
+            let index = IndexModel::builder()
                 .keys(keys)
                 .options(IndexOptions::builder().name(name.to_owned()).build())
-                .build()
-        };
-        self.products
-            .create_indexes([
-                index(doc! { "categoryId": 1 }, "categoryId_1"),
-                index(doc! { "name": 1, "_id": 1 }, "name_1__id_1"),
-            ])
-            .await
-            .map_err(port_error)?;
+                .build();
+            self.products
+                .create_index(index)
+                .await
+                .map_err(port_error)?;
+            tracing::info!(index = name, "index created");
+        }
         Ok(())
     }
 
@@ -111,41 +169,67 @@ impl MongoProductRepository {
         self.database.drop().await.map_err(port_error)
     }
 
-    /// Applies `changes` unless the stored product holds a newer version.
-    /// Conditional on the version, so a replayed or older update never
-    /// overwrites a newer state; one round trip in the common case.
-    async fn update_versioned(
+    /// Deletes tombstones older than `cutoff` (after the command topics'
+    /// retention no record can bring their product back); how many.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn purge_tombstones(&self, cutoff: DateTime<Utc>) -> Result<u64, PortError> {
+        let result = self
+            .raw
+            .delete_many(doc! { DELETED_AT: { "$lt": bson_date(cutoff) } })
+            .await
+            .map_err(port_error)?;
+        Ok(result.deleted_count)
+    }
+
+    /// Applies `changes` to the live product if `order` allows. One round
+    /// trip in the common case; when nothing matched, a read tells why.
+    async fn update_ordered(
         &self,
         id: ObjectId,
-        version: mongodb::bson::DateTime,
+        order: UpdateOrder,
         changes: Document,
     ) -> Result<UpdateOutcome, PortError> {
-        // Not matched: the product is missing, holds a newer version, or was
-        // created between the two round trips (its create racing in on the
-        // other topic). Only a newer stored version makes the update stale; a
-        // product that appeared in between gets the update again.
+        let mut filter = doc! { "_id": id, DELETED_AT: { "$exists": false } };
+        if let UpdateOrder::Log(position) = order {
+            // Same partition and not past the last applied offset: seen
+            // already. Another partition (the topic was repartitioned) cannot
+            // be compared, so it applies.
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { LOG_PARTITION: { "$ne": position.partition } },
+                    doc! { LOG_OFFSET: { "$lt": position.offset } },
+                ],
+            );
+        }
+        // Not matched: the product is missing, deleted, has seen this
+        // position, or was created between the two round trips (its create
+        // racing in on the other topic): then the update is tried again.
         for _ in 0..3 {
             let updated = self
                 .products
-                .find_one_and_update(
-                    doc! { "_id": id, "updatedAt": { "$lte": version } },
-                    changes.clone(),
-                )
+                .find_one_and_update(filter.clone(), changes.clone())
                 .return_document(ReturnDocument::After)
                 .upsert(false)
                 .await
                 .map_err(port_error)?;
             if let Some(document) = updated {
-                return Ok(UpdateOutcome::Applied(from_document(document)?));
+                let revision = revision_of(document.rev);
+                return Ok(UpdateOutcome::Applied(from_document(document)?, revision));
             }
             let stored = self
-                .products
+                .raw
                 .find_one(doc! { "_id": id })
                 .await
                 .map_err(port_error)?;
             match stored {
                 None => return Ok(UpdateOutcome::NotFound),
-                Some(stored) if stored.updated_at > version => return Ok(UpdateOutcome::Stale),
+                Some(d) if d.contains_key(DELETED_AT) => return Ok(UpdateOutcome::Deleted),
+                // Live with a log position, yet not matched: this position
+                // (or a later one of its partition) was applied already.
+                Some(d) if matches!(order, UpdateOrder::Log(_)) && d.contains_key(LOG_OFFSET) => {
+                    return Ok(UpdateOutcome::Stale)
+                }
                 Some(_) => {}
             }
         }
@@ -153,6 +237,30 @@ impl MongoProductRepository {
             "product {} kept changing during the update",
             id.to_hex()
         )))
+    }
+
+    /// The product or its tombstone.
+    async fn find_stored(&self, id: ObjectId) -> Result<Option<Stored>, PortError> {
+        let Some(document) = self
+            .raw
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(port_error)?
+        else {
+            return Ok(None);
+        };
+        if document.contains_key(DELETED_AT) {
+            let revision = revision_of(document.get_i64(REV).unwrap_or_default());
+            return Ok(Some(Stored::Deleted(revision)));
+        }
+        let product: ProductDocument = mongodb::bson::from_document(document).map_err(|err| {
+            PortError::Internal(format!(
+                "stored product {} is unreadable: {err}",
+                id.to_hex()
+            ))
+        })?;
+        let revision = revision_of(product.rev);
+        Ok(Some(Stored::Live(from_document(product)?, revision)))
     }
 }
 
@@ -222,7 +330,11 @@ impl ProductRepository for MongoProductRepository {
     }
 
     #[tracing::instrument(name = "mongo.update", skip_all, fields(db.system = "mongodb", db.operation = "findAndModify", product_id = %update.id), err)]
-    async fn update(&self, update: &ProductUpdate) -> Result<UpdateOutcome, PortError> {
+    async fn update(
+        &self,
+        update: &ProductUpdate,
+        order: UpdateOrder,
+    ) -> Result<UpdateOutcome, PortError> {
         let started = Instant::now();
         let draft = &update.draft;
         let mut set = doc! {
@@ -235,40 +347,49 @@ impl ProductRepository for MongoProductRepository {
             "rating": draft.rating.value(),
             "updatedAt": bson_date(update.updated_at),
         };
-        let changes = match &draft.image_url {
+        if let UpdateOrder::Log(position) = order {
+            set.insert(LOG_PARTITION, position.partition);
+            set.insert(LOG_OFFSET, position.offset);
+        }
+        let mut changes = doc! { "$inc": { REV: 1_i64 } };
+        match &draft.image_url {
             Some(url) => {
                 set.insert("imageUrl", url.as_str());
-                doc! { "$set": set }
             }
-            None => doc! { "$set": set, "$unset": { "imageUrl": "" } },
-        };
+            None => {
+                changes.insert("$unset", doc! { "imageUrl": "" });
+            }
+        }
+        changes.insert("$set", set);
         let outcome = self
-            .update_versioned(object_id(&update.id), bson_date(update.updated_at), changes)
+            .update_ordered(object_id(&update.id), order, changes)
             .await;
         observe("update", started);
         outcome
     }
 
     #[tracing::instrument(name = "mongo.find_by_id", skip_all, fields(db.system = "mongodb", db.operation = "find", product_id = %id), err)]
-    async fn find_by_id(&self, id: &ProductId) -> Result<Option<Product>, PortError> {
+    async fn find_by_id(&self, id: &ProductId) -> Result<Option<Stored>, PortError> {
         let started = Instant::now();
-        let result = self.products.find_one(doc! { "_id": object_id(id) }).await;
+        let result = self.find_stored(object_id(id)).await;
         observe("find_by_id", started);
-        result.map_err(port_error)?.map(from_document).transpose()
+        result
     }
 
     #[tracing::instrument(name = "mongo.search", skip_all, fields(db.system = "mongodb", db.operation = "find", page = query.page, size = query.size), err)]
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, PortError> {
         let started = Instant::now();
-        let filter = if query.text.is_empty() {
-            doc! {}
-        } else {
+        let mut filter = doc! { DELETED_AT: { "$exists": false } };
+        if !query.text.is_empty() {
             let pattern = literal_pattern(query.text.as_str());
-            doc! { "$or": [
-                { "name": { "$regex": &pattern, "$options": "i" } },
-                { "description": { "$regex": &pattern, "$options": "i" } },
-            ] }
-        };
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "name": { "$regex": &pattern, "$options": "i" } },
+                    doc! { "description": { "$regex": &pattern, "$options": "i" } },
+                ],
+            );
+        }
         let total_count = self
             .products
             .count_documents(filter.clone())
@@ -304,14 +425,39 @@ impl ProductRepository for MongoProductRepository {
     }
 
     #[tracing::instrument(name = "mongo.delete", skip_all, fields(db.system = "mongodb", db.operation = "delete", product_id = %id), err)]
-    async fn delete(&self, id: &ProductId) -> Result<bool, PortError> {
+    async fn delete(&self, id: &ProductId) -> Result<(DeleteOutcome, Revision), PortError> {
         let started = Instant::now();
-        let result = self
-            .products
-            .delete_one(doc! { "_id": object_id(id) })
+        let unset: Document = PRODUCT_FIELDS
+            .iter()
+            .chain(&[LOG_PARTITION, LOG_OFFSET])
+            .map(|field| ((*field).to_owned(), "".into()))
+            .collect();
+        // Upsert: a tombstone is written even when nothing is there yet, so
+        // a create still on its way cannot make the product appear.
+        let before = self
+            .raw
+            .find_one_and_update(
+                doc! { "_id": object_id(id) },
+                doc! {
+                    "$set": { DELETED_AT: mongodb::bson::DateTime::now() },
+                    "$unset": unset,
+                    "$inc": { REV: 1_i64 },
+                },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::Before)
             .await;
         observe("delete", started);
-        Ok(result.map_err(port_error)?.deleted_count > 0)
+        let before = before.map_err(port_error)?;
+        let previous = before
+            .as_ref()
+            .and_then(|d| d.get_i64(REV).ok())
+            .unwrap_or_default();
+        let outcome = match before {
+            Some(document) if !document.contains_key(DELETED_AT) => DeleteOutcome::Deleted,
+            _ => DeleteOutcome::NothingToDelete,
+        };
+        Ok((outcome, revision_of(previous + 1)))
     }
 
     async fn ping(&self) -> Result<(), PortError> {
@@ -341,6 +487,10 @@ fn literal_pattern(text: &str) -> String {
     pattern
 }
 
+fn revision_of(rev: i64) -> Revision {
+    Revision::try_from(rev).unwrap_or_default()
+}
+
 fn bson_date(t: DateTime<Utc>) -> mongodb::bson::DateTime {
     mongodb::bson::DateTime::from_millis(t.timestamp_millis())
 }
@@ -362,6 +512,7 @@ fn to_document(p: &Product) -> ProductDocument {
         rating: p.rating.value(),
         created_at: bson_date(p.created_at),
         updated_at: bson_date(p.updated_at),
+        rev: 1,
     }
 }
 
@@ -401,6 +552,7 @@ fn from_document(d: ProductDocument) -> Result<Product, PortError> {
 }
 
 const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_NOT_FOUND: i32 = 26;
 
 fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
@@ -410,27 +562,72 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     }
 }
 
-/// Connection-level failures are worth retrying; everything else is a bug or
-/// bad data. The driver's message can name hosts, never credentials.
+/// Server error codes that mean "not now": the server is shutting down,
+/// stepping down, not primary, or the operation timed out.
+const TRANSIENT_CODES: [i32; 14] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+    50,    // MaxTimeMSExpired
+    64,    // WriteConcernFailed (wtimeout)
+];
+
+/// Server error codes that mean "never this document": retrying the same
+/// write cannot succeed.
+const REJECTED_CODES: [i32; 5] = [
+    2,     // BadValue
+    121,   // DocumentValidationFailure
+    10334, // BSONObjectTooLarge
+    17419, // document exceeds the maximum size after an update
+    17280, // key too large to index
+];
+
+/// Classifies a driver error by what the caller can do about it. Connection
+/// failures, server selection, pool resets, timeouts and shutdown/not-primary
+/// codes are transient whatever the labels say (FerretDB never sets
+/// `RetryableWriteError`); a too large or invalid document is the request's
+/// fault; the rest is internal. The driver's message can name hosts, never
+/// credentials.
 fn port_error(err: mongodb::error::Error) -> PortError {
-    match err.kind.as_ref() {
+    let code = match err.kind.as_ref() {
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. } => PortError::Unavailable(err.to_string()),
-        _ if err.contains_label("RetryableWriteError")
-            || err.contains_label("TransientTransactionError") =>
-        {
-            PortError::Unavailable(err.to_string())
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::Shutdown => return PortError::Unavailable(err.to_string()),
+        ErrorKind::Command(e) => Some(e.code),
+        ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
+        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => {
+            return PortError::Rejected(err.to_string())
         }
-        _ => PortError::Internal(err.to_string()),
+        _ => None,
+    };
+    if err.contains_label("RetryableWriteError")
+        || err.contains_label("TransientTransactionError")
+        || code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
+    {
+        PortError::Unavailable(err.to_string())
+    } else if code.is_some_and(|c| REJECTED_CODES.contains(&c)) {
+        PortError::Rejected(err.to_string())
+    } else {
+        PortError::Internal(err.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{literal_pattern, MongoProductRepository};
+    use super::{literal_pattern, port_error, MongoProductRepository};
     use crate::config::{Secret, Settings};
-    use products_core::app::ProductRepository;
+    use products_core::app::{PortError, ProductRepository};
 
     fn closed_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -461,6 +658,49 @@ mod tests {
         let err = repository.ping().await.unwrap_err();
         let text = format!("{err} {err:?}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    fn command_error(code: i32) -> mongodb::error::Error {
+        let failure: mongodb::error::CommandError = mongodb::bson::from_document(
+            mongodb::bson::doc! { "code": code, "codeName": "Test", "errmsg": "test" },
+        )
+        .unwrap();
+        mongodb::error::Error::from(mongodb::error::ErrorKind::Command(failure))
+    }
+
+    #[test]
+    fn connection_failures_are_transient() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = mongodb::error::Error::from(io);
+        assert!(matches!(port_error(err), PortError::Unavailable(_)));
+    }
+
+    #[test]
+    fn shutdown_and_not_primary_codes_are_transient() {
+        for code in [91, 189, 10107, 11600, 13435, 50] {
+            assert!(
+                matches!(port_error(command_error(code)), PortError::Unavailable(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_too_large_or_invalid_document_is_rejected() {
+        for code in [10334, 121, 2] {
+            assert!(
+                matches!(port_error(command_error(code)), PortError::Rejected(_)),
+                "code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_server_errors_are_internal() {
+        assert!(matches!(
+            port_error(command_error(8000)),
+            PortError::Internal(_)
+        ));
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! Redis cache-aside store for products, keyed `{prefix}{productId}`, values
-//! in the public Product JSON, each with a TTL.
+//! Redis cache-aside store for products, keyed `{prefix}{productId}`. A value
+//! is `{revision}|{Product JSON}`, or `{revision}|` for a product that was
+//! deleted (kept `deleted_ttl_seconds`, so reads of a deleted id stay cheap
+//! and a racing reader cannot cache it back). Writes go through one Lua
+//! script that sets the entry only if the cache holds no entry of the same
+//! or a later revision: atomic in Redis, so concurrent readers and writers
+//! end with the newest version whatever their order.
 //!
 //! The connection is made lazily and re-made after failures (at most one
 //! attempt per second), so the service starts and keeps serving while Redis
@@ -13,8 +18,8 @@ use std::{
 
 use async_trait::async_trait;
 use products_core::{
-    app::{PortError, ProductCache},
-    domain::{Product, ProductId},
+    app::{CacheEntry, PortError, ProductCache, Revision},
+    domain::ProductId,
 };
 use redis::{aio::ConnectionManager, AsyncCommands, IntoConnectionInfo};
 
@@ -56,10 +61,27 @@ fn client(settings: &RedisSettings) -> Result<redis::Client, redis::RedisError> 
     }
 }
 
+/// KEYS[1] = key; ARGV = revision, value, ttl seconds. Sets unless the held
+/// entry's revision (the digits before `|`) is the same or later; an entry
+/// in another format counts as older. Returns 1 if set.
+const PUT_IF_NEWER: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  local revision = tonumber(string.match(held, '^(%d+)|'))
+  if revision and revision >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
 pub struct RedisProductCache {
     client: redis::Client,
     state: Mutex<ConnectionState>,
+    put_if_newer: redis::Script,
     ttl_seconds: u64,
+    deleted_ttl_seconds: u64,
     timeout: Duration,
     key_prefix: String,
 }
@@ -78,7 +100,9 @@ impl RedisProductCache {
         Ok(Self {
             client: client(settings)?,
             state: Mutex::new(ConnectionState::default()),
+            put_if_newer: redis::Script::new(PUT_IF_NEWER),
             ttl_seconds: settings.ttl_seconds.max(1),
+            deleted_ttl_seconds: settings.deleted_ttl_seconds.max(1),
             timeout: Duration::from_millis(settings.timeout_ms.max(1)),
             key_prefix: settings.key_prefix.clone(),
         })
@@ -155,7 +179,7 @@ fn count(result: &'static str) {
 #[async_trait]
 impl ProductCache for RedisProductCache {
     #[tracing::instrument(name = "redis.get", skip_all, fields(db.system = "redis", product_id = %id))]
-    async fn get(&self, id: &ProductId) -> Result<Option<Product>, PortError> {
+    async fn get(&self, id: &ProductId) -> Result<Option<CacheEntry>, PortError> {
         let key = self.key(id);
         let raw: Option<Vec<u8>> = match self.run(async |mut c| c.get(&key).await).await {
             Ok(raw) => raw,
@@ -169,45 +193,86 @@ impl ProductCache for RedisProductCache {
             return Ok(None);
         };
         // An entry that no longer decodes (older format, tampering) is a miss.
-        match serde_json::from_slice::<ProductJson>(&raw)
-            .map_err(|e| e.to_string())
-            .and_then(|json| json.into_product().map_err(|e| e.to_string()))
-        {
-            Ok(product) => {
+        match decode_entry(&raw) {
+            Ok(entry) => {
                 count("hit");
-                Ok(Some(product))
+                Ok(Some(entry))
             }
             Err(err) => {
-                tracing::warn!(error = %err, "dropping undecodable cache entry");
+                tracing::warn!(error = %err, "ignoring undecodable cache entry");
                 count("miss");
                 Ok(None)
             }
         }
     }
 
-    #[tracing::instrument(name = "redis.set", skip_all, fields(db.system = "redis", product_id = %product.id))]
-    async fn put(&self, product: &Product) -> Result<(), PortError> {
-        let key = self.key(&product.id);
-        let value = serde_json::to_vec(&ProductJson::from(product))
-            .map_err(|e| PortError::Internal(e.to_string()))?;
-        let ttl = self.ttl_seconds;
-        self.run(async |mut c| c.set_ex::<_, _, ()>(&key, value, ttl).await)
-            .await
-            .inspect_err(|_| count("error"))
-    }
-
-    #[tracing::instrument(name = "redis.del", skip_all, fields(db.system = "redis", product_id = %id))]
-    async fn remove(&self, id: &ProductId) -> Result<(), PortError> {
+    #[tracing::instrument(name = "redis.put_if_newer", skip_all, fields(db.system = "redis", product_id = %id, revision))]
+    async fn put(
+        &self,
+        id: &ProductId,
+        entry: &CacheEntry,
+        revision: Revision,
+    ) -> Result<(), PortError> {
         let key = self.key(id);
-        self.run(async |mut c| c.del::<_, ()>(&key).await)
-            .await
-            .inspect_err(|_| count("error"))
+        let (value, ttl) = match entry {
+            CacheEntry::Product(product) => (
+                serde_json::to_vec(&ProductJson::from(product))
+                    .map_err(|e| PortError::Internal(e.to_string()))?,
+                self.ttl_seconds,
+            ),
+            CacheEntry::Deleted => (Vec::new(), self.deleted_ttl_seconds),
+        };
+        let script = &self.put_if_newer;
+        self.run(async |mut c| {
+            script
+                .key(&key)
+                .arg(revision)
+                .arg(value)
+                .arg(ttl)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+        .inspect_err(|_| count("error"))
     }
+}
+
+/// `{revision}|{json}` or `{revision}|` (deleted).
+fn decode_entry(raw: &[u8]) -> Result<CacheEntry, String> {
+    let separator = raw
+        .iter()
+        .position(|&b| b == b'|')
+        .ok_or("no revision prefix")?;
+    let (revision, rest) = raw.split_at(separator);
+    if revision.is_empty() || !revision.iter().all(u8::is_ascii_digit) {
+        return Err("bad revision prefix".to_owned());
+    }
+    let json = &rest[1..];
+    if json.is_empty() {
+        return Ok(CacheEntry::Deleted);
+    }
+    serde_json::from_slice::<ProductJson>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|json| json.into_product().map_err(|e| e.to_string()))
+        .map(CacheEntry::Product)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RedisProductCache;
+    use super::{decode_entry, RedisProductCache};
+    use products_core::app::CacheEntry;
+
+    #[test]
+    fn entries_carry_a_revision_and_deleted_is_empty() {
+        assert_eq!(decode_entry(b"7|"), Ok(CacheEntry::Deleted));
+        assert!(
+            decode_entry(b"{\"productId\":1}").is_err(),
+            "old format is a miss"
+        );
+        assert!(decode_entry(b"x|").is_err());
+        assert!(decode_entry(b"3|{not json").is_err());
+    }
     use crate::config::{Secret, Settings};
 
     /// Neither a bad URL nor an unreachable server echoes the password.

@@ -1,35 +1,36 @@
-//! The command consumer (`products_group`): reads the create and update
-//! topics and applies each command through the use cases.
+//! The command consumer (`products_group`), flow control half: reads the
+//! create and update topics, feeds each partition's worker, stores offsets,
+//! follows rebalances and shutdown. What to do with a record is the
+//! [`Applier`]'s business.
 //!
-//! Design (see RUST-NOTES.md): one receive loop polls the consumer and never
-//! blocks; each assigned partition gets a worker task fed by a bounded
-//! channel, so partitions run concurrently and each keeps its order. When a
-//! worker falls behind (a retry in progress, a slow database) its channel
-//! fills, the loop parks the overflow and pauses that partition, and resumes
-//! it once the worker catches up. Nothing is skipped.
-//!
-//! Offsets: auto-commit is on but only *stored* offsets are committed, and a
-//! worker stores an offset only after its message was applied (or found
-//! already applied) or written to the dead-letter queue. A crash anywhere
-//! re-reads from the last stored offset; applying is idempotent.
-//!
-//! Rebalance: before partitions are revoked, their workers stop taking new
-//! messages, finish the attempt in progress and store it; queued messages are
-//! left for the next owner. Shutdown: the loop stops, workers drain their
-//! queues (retries are abandoned, not dead-lettered), offsets are committed,
-//! the consumer leaves the group.
+//! - One receive loop polls the consumer and never blocks. Each assigned
+//!   partition has a worker task behind a bounded channel (counted in
+//!   messages and in bytes); when a worker falls behind, the loop parks the
+//!   overflow and pauses that partition until it catches up. librdkafka's
+//!   own prefetch is bounded in bytes too (`fetch_queue_kbytes`).
+//! - A worker applies records in order. Creates waiting in its channel are
+//!   applied together (one `insert_many`). An update whose product does not
+//!   exist yet waits in a [`WaitingRoom`] with the later updates of that
+//!   product, while the worker goes on with other products.
+//! - Offsets: auto-commit is on but only *stored* offsets are committed, and
+//!   a worker stores the position of its oldest unsettled record
+//!   ([`OffsetTracker`]): a record settles once applied, found applied, or
+//!   written to the dead-letter queue. A crash re-reads everything not
+//!   settled; applying again is a no-op.
+//! - Revocation and shutdown cancel the worker's `stop` token: it finishes
+//!   the step in hand, stores what settled and leaves the rest (waiting
+//!   updates included) to the partition's next owner.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{mpsc as std_mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc as std_mpsc, Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
-use backon::BackoffBuilder;
-use products_core::{
-    app::{AppError, ApplyOutcome, ProductCommand, ProductService},
-    domain::Product,
-};
+use products_core::{app::ProductCommand, domain::Product};
 use rdkafka::{
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
@@ -42,53 +43,32 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{
-    dead_letter::{DeadLetterWriter, Failure},
-    headers,
+    applier::{Applier, DeadLetterFailure, DeadLetterReason, RetryPolicy, Stopped, Verdict},
+    decode_message,
+    offsets::OffsetTracker,
+    record_position,
+    waiting::WaitingRoom,
 };
 use crate::{
-    codec::{decode_command, CommandKind, MessageOrigin},
+    adapters::kafka::{
+        dead_letter::{DeadLetterWriter, Failure},
+        headers,
+    },
     config::KafkaSettings,
 };
 
 type TopicPartition = (String, i32);
-type Consumer_ = StreamConsumer<PipelineContext>;
+type PipelineConsumer = StreamConsumer<PipelineContext>;
 
-/// The command a consumed record carries: the topic says which kind (the
-/// create topic, else update), the payload is decoded with the record's
-/// timestamp, partition and offset as its origin. The error is the reason
-/// written to the dead-letter queue. Pure, so it is fuzzed (`fuzz/`).
-pub fn decode_message(
-    message: &impl Message,
-    create_topic: &str,
-) -> Result<ProductCommand, String> {
-    let kind = if message.topic() == create_topic {
-        CommandKind::Create
-    } else {
-        CommandKind::Update
-    };
-    match message.payload() {
-        None => Err("empty payload".to_owned()),
-        Some(payload) => {
-            decode_command(kind, payload, message_origin(message)).map_err(|e| e.to_string())
-        }
-    }
-}
-
-/// Where a record came from (timestamp, partition, offset): what a legacy
-/// payload without a product id derives its id from.
-pub fn message_origin(message: &impl Message) -> MessageOrigin {
-    MessageOrigin {
-        timestamp: message
-            .timestamp()
-            .to_millis()
-            .and_then(chrono::DateTime::from_timestamp_millis),
-        partition: message.partition(),
-        offset: message.offset(),
-    }
-}
-
-/// How long a revocation waits for workers to finish their current message.
+/// How long a revocation waits for workers to finish their step in hand.
 const REVOKE_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for workers, then for the consumer to close.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Bytes a record holds in our buffers.
+fn record_bytes(message: &OwnedMessage) -> usize {
+    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len)
+}
 
 /// A partition's worker, as the receive loop and the rebalance hook see it.
 struct PartitionWorker {
@@ -96,8 +76,11 @@ struct PartitionWorker {
     /// Messages received while the channel was full, in order.
     overflow: VecDeque<OwnedMessage>,
     paused: bool,
-    /// Cancelled on revocation: stop after the attempt in progress.
-    revoked: CancellationToken,
+    /// Bytes in the channel and the overflow.
+    queued_bytes: Arc<AtomicUsize>,
+    /// Cancelled on revocation (and, as a child of the shutdown token, on
+    /// shutdown): stop after the step in hand.
+    stop: CancellationToken,
     /// Disconnects when the worker task ends.
     finished: std_mpsc::Receiver<()>,
 }
@@ -154,12 +137,15 @@ impl ConsumerContext for PipelineContext {
             partitions = revoked.len(),
             "partitions revoked; finishing in-flight work"
         );
+        // Tell every worker first, so they wind down together.
+        for worker in &revoked {
+            worker.stop.cancel();
+        }
         // Blocking here is intended: the partitions must not change hands
-        // before their in-flight offsets are stored. Workers run on other
-        // runtime threads.
+        // before their settled offsets are stored. Workers run on other
+        // runtime threads and stop after the step in hand.
         let deadline = Instant::now() + REVOKE_GRACE;
         for worker in revoked {
-            worker.revoked.cancel();
             drop(worker.sender);
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(std_mpsc::RecvTimeoutError::Timeout) = worker.finished.recv_timeout(left) {
@@ -179,67 +165,87 @@ impl ConsumerContext for PipelineContext {
     }
 }
 
+/// Limits of one partition worker.
+#[derive(Debug, Clone)]
+struct WorkerLimits {
+    buffer_messages: usize,
+    buffer_bytes: usize,
+    batch_messages: usize,
+    batch_bytes: usize,
+    waiting_limit: usize,
+    waiting_budget: Duration,
+    retry: RetryPolicy,
+}
+
 /// Everything a worker needs, shared.
 struct Pipeline {
-    consumer: Arc<Consumer_>,
-    products: ProductService,
+    consumer: Arc<PipelineConsumer>,
+    applier: Applier,
     dead_letters: DeadLetterWriter,
     create_topic: String,
-    /// Most creates applied in one batch (`consumer.create_batch_max`).
-    create_batch_max: usize,
-    retry: backon::ExponentialBuilder,
-    /// Caps applies running at once across partitions (`consumer.workers`).
-    in_flight: Option<tokio::sync::Semaphore>,
+    limits: WorkerLimits,
     shutdown: CancellationToken,
 }
 
 pub struct CommandConsumer {
     pipeline: Arc<Pipeline>,
     workers: Arc<Workers>,
-    partition_buffer: usize,
 }
 
 impl CommandConsumer {
     pub fn new(
         settings: &KafkaSettings,
-        products: ProductService,
+        applier: Applier,
         dead_letters: DeadLetterWriter,
         shutdown: CancellationToken,
     ) -> Result<Self, KafkaError> {
         let workers = Arc::new(Workers::default());
-        let consumer: Consumer_ = super::client_config(settings)
+        let c = &settings.consumer;
+        let mut config = crate::adapters::kafka::client_config(settings);
+        if let Some(instance) = c.group_instance_id.as_deref().filter(|id| !id.is_empty()) {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: PipelineConsumer = config
             .set("group.id", &settings.group_id)
+            .set("partition.assignment.strategy", &c.assignment_strategy)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             // Offsets are stored by the workers, after the work is done.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
+            .set("session.timeout.ms", c.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (c.session_timeout_ms / 5).clamp(100, 3000).to_string(),
+            )
             .set("statistics.interval.ms", "5000")
+            // librdkafka's prefetch queue, bounded in bytes.
+            .set(
+                "queued.max.messages.kbytes",
+                c.fetch_queue_kbytes.to_string(),
+            )
             .create_with_context(PipelineContext {
                 workers: workers.clone(),
             })?;
         consumer.subscribe(&[&settings.topics.create, &settings.topics.update])?;
-        let c = &settings.consumer;
-        let retry = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(c.retry_initial_backoff_ms))
-            .with_max_delay(Duration::from_millis(c.retry_max_backoff_ms))
-            .with_max_times(c.retry_max_attempts.saturating_sub(1))
-            .with_jitter();
         Ok(Self {
             pipeline: Arc::new(Pipeline {
                 consumer: Arc::new(consumer),
-                products,
+                applier,
                 dead_letters,
                 create_topic: settings.topics.create.clone(),
-                create_batch_max: c.create_batch_max.max(1),
-                retry,
-                in_flight: (c.workers > 0).then(|| tokio::sync::Semaphore::new(c.workers)),
+                limits: WorkerLimits {
+                    buffer_messages: c.partition_buffer.max(1),
+                    buffer_bytes: c.partition_buffer_bytes.max(1),
+                    batch_messages: c.create_batch_max.max(1),
+                    batch_bytes: c.create_batch_max_bytes.max(1),
+                    waiting_limit: c.waiting_updates_max.max(1),
+                    waiting_budget: Duration::from_millis(c.not_found_wait_ms),
+                    retry: retry_policy(settings),
+                },
                 shutdown,
             }),
             workers,
-            partition_buffer: c.partition_buffer.max(1),
         })
     }
 
@@ -276,15 +282,22 @@ impl CommandConsumer {
             .entry(key.clone())
             .or_insert_with(|| self.spawn_worker(&key, tasks));
         self.replace_if_stopped(worker, &key, tasks);
-        if !worker.overflow.is_empty() {
-            worker.overflow.push_back(message);
-            return;
-        }
-        if let Err(mpsc::error::TrySendError::Full(message)) = worker.sender.try_send(message) {
-            worker.overflow.push_back(message);
-            if !worker.paused {
-                worker.paused = self.set_paused(&key, true);
+        let size = record_bytes(&message);
+        let queued = worker.queued_bytes.fetch_add(size, Ordering::SeqCst);
+        let full = queued > self.pipeline.limits.buffer_bytes;
+        if !full && worker.overflow.is_empty() {
+            match worker.sender.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(message))
+                | Err(mpsc::error::TrySendError::Closed(message)) => {
+                    worker.overflow.push_back(message)
+                }
             }
+        } else {
+            worker.overflow.push_back(message);
+        }
+        if !worker.paused {
+            worker.paused = self.set_paused(&key, true);
         }
     }
 
@@ -304,7 +317,9 @@ impl CommandConsumer {
                     }
                 }
             }
-            if worker.paused && worker.overflow.is_empty() {
+            let has_room =
+                worker.queued_bytes.load(Ordering::SeqCst) <= self.pipeline.limits.buffer_bytes / 2;
+            if worker.paused && worker.overflow.is_empty() && has_room {
                 worker.paused = !self.set_paused(key, false);
             }
         }
@@ -362,15 +377,29 @@ impl CommandConsumer {
         (topic, partition): &TopicPartition,
         tasks: &mut tokio::task::JoinSet<()>,
     ) -> PartitionWorker {
-        let (sender, receiver) = mpsc::channel(self.partition_buffer);
+        let (sender, receiver) = mpsc::channel(self.pipeline.limits.buffer_messages);
         let (finished_tx, finished) = std_mpsc::sync_channel(0);
-        let revoked = CancellationToken::new();
-        let pipeline = self.pipeline.clone();
-        let abandon = revoked.clone();
+        let stop = self.pipeline.shutdown.child_token();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let worker = Worker {
+            pipeline: self.pipeline.clone(),
+            topic: topic.clone(),
+            partition: *partition,
+            receiver,
+            queued_bytes: queued_bytes.clone(),
+            stop: stop.clone(),
+            offsets: OffsetTracker::default(),
+            waiting: WaitingRoom::new(
+                self.pipeline.limits.waiting_limit,
+                self.pipeline.limits.waiting_budget,
+                self.pipeline.limits.retry.initial,
+                self.pipeline.limits.retry.max,
+            ),
+        };
         let span = tracing::info_span!("partition_worker", topic, partition);
         tasks.spawn(
             async move {
-                pipeline.work(receiver, abandon).await;
+                worker.run().await;
                 drop(finished_tx);
             }
             .instrument(span),
@@ -379,13 +408,16 @@ impl CommandConsumer {
             sender,
             overflow: VecDeque::new(),
             paused: false,
-            revoked,
+            queued_bytes,
+            stop,
             finished,
         }
     }
 
-    /// Graceful stop: workers finish what they were given, then the stored
-    /// offsets are committed and the consumer leaves the group.
+    /// Graceful stop: every worker finishes its step in hand (the shutdown
+    /// token has stopped them), the settled offsets are committed and the
+    /// consumer leaves the group; queued records stay for the next owner.
+    /// Bounded by `STOP_GRACE` at each step, broker down or not.
     async fn stop(self, mut tasks: tokio::task::JoinSet<()>) {
         let parked: usize = {
             let mut workers = self.workers.lock();
@@ -393,11 +425,21 @@ impl CommandConsumer {
             workers.clear(); // closes every channel
             parked
         };
-        tracing::info!(parked, "consumer stopping; draining partition workers");
-        while tasks.join_next().await.is_some() {}
+        tracing::info!(
+            parked,
+            "consumer stopping; partition workers finish their step"
+        );
+        let drained = tokio::time::timeout(STOP_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("partition workers still busy; leaving them");
+            tasks.abort_all();
+        }
         let consumer = self.pipeline.consumer.clone();
         drop(self);
-        let closed = tokio::task::spawn_blocking(move || {
+        let closing = tokio::task::spawn_blocking(move || {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(())
                 | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
@@ -406,290 +448,360 @@ impl CommandConsumer {
             consumer.unsubscribe();
             // Dropping closes the consumer (blocking: it leaves the group).
             drop(consumer);
-        })
-        .await;
-        if let Err(err) = closed {
-            tracing::warn!(error = %err, "closing the consumer failed");
+        });
+        match tokio::time::timeout(STOP_GRACE, closing).await {
+            Ok(Ok(())) => tracing::info!("consumer stopped"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "closing the consumer failed"),
+            Err(_) => tracing::warn!("the consumer did not close in time; leaving it"),
         }
-        tracing::info!("consumer stopped");
     }
 }
 
-/// How handling one message ended.
-enum Handled {
-    /// Applied, already applied, or dead-lettered: its offset may be stored.
-    Done,
-    /// Given up because of revocation or shutdown: leave it for redelivery.
-    Abandoned,
+fn retry_policy(settings: &KafkaSettings) -> RetryPolicy {
+    let c = &settings.consumer;
+    RetryPolicy {
+        initial: Duration::from_millis(c.retry_initial_backoff_ms),
+        max: Duration::from_millis(c.retry_max_backoff_ms),
+        internal_attempts: u32::try_from(c.retry_max_attempts).unwrap_or(u32::MAX),
+    }
 }
 
-impl Pipeline {
-    async fn work(&self, mut receiver: mpsc::Receiver<OwnedMessage>, revoked: CancellationToken) {
+/// An update waiting for its product's create.
+struct Pending {
+    message: OwnedMessage,
+    command: ProductCommand,
+    span: tracing::Span,
+    received: Instant,
+}
+
+/// One partition's worker task.
+struct Worker {
+    pipeline: Arc<Pipeline>,
+    topic: String,
+    partition: i32,
+    receiver: mpsc::Receiver<OwnedMessage>,
+    queued_bytes: Arc<AtomicUsize>,
+    stop: CancellationToken,
+    offsets: OffsetTracker,
+    waiting: WaitingRoom<Pending>,
+}
+
+impl Worker {
+    async fn run(mut self) {
         loop {
-            let message = tokio::select! {
+            let next_due = self.waiting.next_due();
+            let stepped = tokio::select! {
                 biased;
-                () = revoked.cancelled() => break,
-                message = receiver.recv() => match message {
-                    Some(message) => message,
+                () = self.stop.cancelled() => break,
+                () = sleep_until(next_due) => self.retry_waiting().await,
+                message = self.receiver.recv(), if !self.waiting.is_full() => match message {
+                    Some(message) => self.handle(message).await,
                     None => break,
                 },
             };
-            // Creates already waiting behind this one are applied together;
-            // updates stay one by one (each is ordered after the previous).
-            let mut batch = vec![message];
-            if batch[0].topic() == self.create_topic {
-                while batch.len() < self.create_batch_max {
-                    match receiver.try_recv() {
-                        Ok(message) => batch.push(message),
-                        Err(_) => break,
-                    }
-                }
+            self.publish_waiting();
+            if stepped.is_err() || !self.store_offsets() {
+                break;
             }
-            let handled = match batch.as_slice() {
-                [message] => self.handle(message, &revoked).await,
-                messages => self.handle_creates(messages, &revoked).await,
-            };
-            let Some(last) = batch.last() else { continue };
-            match handled {
-                Handled::Done => {
-                    // Storing the last offset covers the whole batch.
-                    if let Err(err) =
-                        self.consumer
-                            .store_offset(last.topic(), last.partition(), last.offset())
-                    {
-                        // The partition is no longer ours: its next owner
-                        // re-reads these messages, and applying them again is a no-op.
-                        tracing::info!(error = %err, "offset not stored (partition lost)");
-                        break;
-                    }
+        }
+        if self.waiting.len() > 0 {
+            tracing::info!(
+                waiting = self.waiting.len(),
+                "updates still waiting are left for the partition's next owner"
+            );
+        }
+        metrics::gauge!(
+            "kafka_consumer_waiting_updates",
+            "topic" => self.topic.clone(),
+            "partition" => self.partition.to_string(),
+        )
+        .set(0.0);
+    }
+
+    /// Takes a record off the channel (and, for creates, those waiting
+    /// behind it) and applies it.
+    async fn handle(&mut self, message: OwnedMessage) -> Result<(), Stopped> {
+        self.taken(&message);
+        if message.topic() != self.pipeline.create_topic {
+            return self.handle_update(message).await;
+        }
+        // Creates already waiting behind this one are applied together.
+        let (max_messages, max_bytes) = (
+            self.pipeline.limits.batch_messages,
+            self.pipeline.limits.batch_bytes,
+        );
+        let mut batch_bytes = record_bytes(&message);
+        let mut batch = vec![message];
+        while batch.len() < max_messages && batch_bytes < max_bytes {
+            match self.receiver.try_recv() {
+                Ok(message) => {
+                    self.taken(&message);
+                    batch_bytes += record_bytes(&message);
+                    batch.push(message);
                 }
-                Handled::Abandoned => break,
+                Err(_) => break,
+            }
+        }
+        self.handle_creates(batch).await
+    }
+
+    fn taken(&mut self, message: &OwnedMessage) {
+        self.queued_bytes
+            .fetch_sub(record_bytes(message), Ordering::SeqCst);
+        self.offsets.received(message.offset());
+    }
+
+    /// Applies one update, unless earlier updates of its product wait: then
+    /// it waits behind them.
+    async fn handle_update(&mut self, message: OwnedMessage) -> Result<(), Stopped> {
+        let received = Instant::now();
+        let span = consume_span(&message);
+        let command = match span.in_scope(|| decode_message(&message, &self.pipeline.create_topic))
+        {
+            Ok(command) => command,
+            Err(error) => {
+                span.in_scope(|| tracing::warn!(%error, "poison message"));
+                let failure = DeadLetterFailure {
+                    reason: DeadLetterReason::InvalidPayload,
+                    message: error,
+                    attempts: 1,
+                };
+                return self.dead_letter(&message, failure, &span, received).await;
+            }
+        };
+        let key = command.product_id().clone();
+        let pending = Pending {
+            message,
+            command,
+            span,
+            received,
+        };
+        if self.waiting.holds(&key) {
+            self.waiting.push_back(key, pending, received, false);
+            return Ok(());
+        }
+        let verdict = self.apply(&pending).await?;
+        if verdict == Verdict::WaitForCreate {
+            pending
+                .span
+                .in_scope(|| tracing::info!("product not there yet; the update waits"));
+            self.waiting.push_back(key, pending, Instant::now(), true);
+            return Ok(());
+        }
+        self.conclude(pending, verdict).await
+    }
+
+    async fn apply(&self, pending: &Pending) -> Result<Verdict, Stopped> {
+        self.pipeline
+            .applier
+            .apply(
+                &pending.command,
+                record_position(&pending.message),
+                &self.stop,
+            )
+            .instrument(pending.span.clone())
+            .await
+    }
+
+    /// Tries the waiting updates that are due, product by product, in order.
+    async fn retry_waiting(&mut self) -> Result<(), Stopped> {
+        loop {
+            let now = Instant::now();
+            let Some(key) = self.waiting.due_key(now) else {
+                return Ok(());
+            };
+            let Some(waiting) = self.waiting.pop_front(&key) else {
+                return Ok(());
+            };
+            if waiting.tries > 0 {
+                metrics::counter!("kafka_message_retries_total").increment(1);
+            }
+            let verdict = self.apply(&waiting.item).await?;
+            match verdict {
+                Verdict::WaitForCreate if Instant::now() < waiting.deadline => {
+                    self.waiting.retry_later(key, waiting, Instant::now());
+                }
+                Verdict::WaitForCreate => {
+                    let failure = DeadLetterFailure {
+                        reason: DeadLetterReason::ProductNotFound,
+                        message: format!(
+                            "product {key} not found within {:?}",
+                            self.pipeline.limits.waiting_budget
+                        ),
+                        attempts: waiting.tries + 1,
+                    };
+                    self.conclude(waiting.item, Verdict::DeadLetter(failure))
+                        .await?;
+                }
+                verdict => self.conclude(waiting.item, verdict).await?,
             }
         }
     }
 
-    /// Applies a batch of creates from one partition with one `insert_many`.
-    /// Each message keeps its own `kafka.consume` span (continuing its
-    /// producer's trace), linked from the batch span. A message that is not
-    /// a valid create, or whose create the batch could not settle, goes
-    /// through the one-message path (retries, dead letter) instead.
-    async fn handle_creates(
-        &self,
-        messages: &[OwnedMessage],
-        revoked: &CancellationToken,
-    ) -> Handled {
-        let started = Instant::now();
+    /// Settles a record with its verdict (writing its dead letter first).
+    async fn conclude(&mut self, pending: Pending, verdict: Verdict) -> Result<(), Stopped> {
+        match verdict {
+            Verdict::DeadLetter(failure) => {
+                self.dead_letter(&pending.message, failure, &pending.span, pending.received)
+                    .await
+            }
+            verdict => {
+                self.settle(&pending.message, &verdict, pending.received);
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies a batch of creates with one `insert_many`. Each message keeps
+    /// its own `kafka.consume` span (continuing its producer's trace),
+    /// linked from the batch span.
+    async fn handle_creates(&mut self, messages: Vec<OwnedMessage>) -> Result<(), Stopped> {
+        let received = Instant::now();
         let batch_span = tracing::info_span!(
             "kafka.consume_batch",
             otel.kind = "consumer",
             messaging.system = "kafka",
-            messaging.destination.name = %self.create_topic,
+            messaging.destination.name = %self.pipeline.create_topic,
             messaging.batch.message_count = messages.len(),
         );
         let mut products: Vec<Product> = Vec::with_capacity(messages.len());
-        let mut sources: Vec<(&OwnedMessage, tracing::Span)> = Vec::with_capacity(messages.len());
+        let mut sources: Vec<(OwnedMessage, tracing::Span)> = Vec::with_capacity(messages.len());
         for message in messages {
-            let span = consume_span(message);
-            match span.in_scope(|| decode_message(message, &self.create_topic)) {
+            let span = consume_span(&message);
+            match span.in_scope(|| decode_message(&message, &self.pipeline.create_topic)) {
                 Ok(ProductCommand::Create(product)) => {
                     batch_span.follows_from(&span);
                     products.push(product);
                     sources.push((message, span));
                 }
-                // Poison (or not a create after all): the one-message path
-                // dead-letters it with the reason.
-                _ => {
-                    drop(span);
-                    if let Handled::Abandoned = self.handle(message, revoked).await {
-                        return Handled::Abandoned;
-                    }
-                }
-            }
-        }
-        if products.is_empty() {
-            return Handled::Done;
-        }
-
-        let mut delays = self.retry.build();
-        let mut attempts = 0u32;
-        let outcomes = loop {
-            attempts += 1;
-            let applied = {
-                let _permit = self.apply_permit().await;
-                self.products
-                    .apply_creates(&products)
-                    .instrument(batch_span.clone())
-                    .await
-            };
-            let error = match applied {
-                Ok(outcomes) => break outcomes,
-                Err(error) => error,
-            };
-            if !error.is_transient() {
-                tracing::warn!(%error, "batch of creates failed; applying them one by one");
-                for (message, _) in &sources {
-                    if let Handled::Abandoned = self.handle(message, revoked).await {
-                        return Handled::Abandoned;
-                    }
-                }
-                return Handled::Done;
-            }
-            let Some(delay) = delays.next() else {
-                for (message, span) in &sources {
-                    let failure = Failure {
-                        kind: "products_service::RetriesExhausted",
-                        message: error.to_string(),
-                        attempts,
+                Ok(ProductCommand::Update(_)) => {
+                    // Cannot happen: the topic says create.
+                    let failure = DeadLetterFailure {
+                        reason: DeadLetterReason::InvalidPayload,
+                        message: "an update on the create topic".to_owned(),
+                        attempts: 1,
                     };
-                    let (handled, outcome) = self
-                        .dead_letter(message, failure, revoked)
-                        .instrument(span.clone())
-                        .await;
-                    if let Handled::Abandoned = handled {
-                        return Handled::Abandoned;
-                    }
-                    observe_outcome(message.topic(), outcome, started);
-                }
-                return Handled::Done;
-            };
-            metrics::counter!("kafka_message_retries_total", "topic" => self.create_topic.clone())
-                .increment(sources.len() as u64);
-            tracing::info!(%error, attempts, ?delay, batch = sources.len(), "batch apply failed; retrying");
-            if !self.pause_for(delay, revoked).await {
-                return Handled::Abandoned;
-            }
-        };
-
-        for ((message, span), outcome) in sources.iter().zip(outcomes) {
-            match outcome {
-                Ok(ApplyOutcome::Applied) => {
-                    observe_outcome(message.topic(), Some("applied"), started)
-                }
-                Ok(ApplyOutcome::Duplicate) => {
-                    observe_outcome(message.topic(), Some("duplicate"), started)
+                    self.dead_letter(&message, failure, &span, received).await?;
                 }
                 Err(error) => {
-                    span.in_scope(
-                        || tracing::warn!(%error, "create failed in its batch; applying it alone"),
-                    );
-                    if let Handled::Abandoned = self.handle(message, revoked).await {
-                        return Handled::Abandoned;
-                    }
+                    span.in_scope(|| tracing::warn!(%error, "poison message"));
+                    let failure = DeadLetterFailure {
+                        reason: DeadLetterReason::InvalidPayload,
+                        message: error,
+                        attempts: 1,
+                    };
+                    self.dead_letter(&message, failure, &span, received).await?;
                 }
             }
         }
-        Handled::Done
-    }
-
-    /// Decodes and applies one message, retrying transient failures with
-    /// backoff; invalid or exhausted messages go to the dead-letter queue.
-    async fn handle(&self, message: &OwnedMessage, revoked: &CancellationToken) -> Handled {
-        let started = Instant::now();
-        let (handled, outcome) = self
-            .handle_traced(message, revoked)
-            .instrument(consume_span(message))
-            .await;
-        observe_outcome(message.topic(), outcome, started);
-        handled
-    }
-
-    async fn handle_traced(
-        &self,
-        message: &OwnedMessage,
-        revoked: &CancellationToken,
-    ) -> (Handled, Option<&'static str>) {
-        let command = match decode_message(message, &self.create_topic) {
-            Ok(command) => command,
-            Err(error) => {
-                tracing::warn!(%error, "poison message");
-                let failure = Failure {
-                    kind: "products_service::InvalidPayload",
-                    message: error,
-                    attempts: 1,
-                };
-                return self.dead_letter(message, failure, revoked).await;
-            }
+        let Some((first, _)) = sources.first() else {
+            return Ok(());
         };
-
-        let mut delays = self.retry.build();
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            let applied = {
-                let _permit = self.apply_permit().await;
-                self.products.apply(&command).await
+        let verdicts = self
+            .pipeline
+            .applier
+            .apply_creates(&products, record_position(first), &self.stop)
+            .instrument(batch_span)
+            .await?;
+        for (((message, span), verdict), product) in sources.into_iter().zip(verdicts).zip(products)
+        {
+            let pending = Pending {
+                message,
+                command: ProductCommand::Create(product),
+                span,
+                received,
             };
-            let error = match applied {
-                Ok(ApplyOutcome::Applied) => return (Handled::Done, Some("applied")),
-                Ok(ApplyOutcome::Duplicate) => return (Handled::Done, Some("duplicate")),
-                Err(error) => error,
-            };
-            let retryable = error.is_transient() || matches!(error, AppError::NotFound(_));
-            let delay = if retryable { delays.next() } else { None };
-            let Some(delay) = delay else {
-                let kind = match &error {
-                    AppError::Validation(_) => "products_service::InvalidCommand",
-                    AppError::NotFound(_) => "products_service::ProductNotFound",
-                    AppError::Unavailable(_) => "products_service::RetriesExhausted",
-                    AppError::Internal(_) => "products_service::InternalError",
-                };
-                let failure = Failure {
-                    kind,
-                    message: error.to_string(),
-                    attempts,
-                };
-                return self.dead_letter(message, failure, revoked).await;
-            };
-            metrics::counter!("kafka_message_retries_total", "topic" => message.topic().to_owned())
-                .increment(1);
-            tracing::info!(%error, attempts, ?delay, "apply failed; retrying");
-            if !self.pause_for(delay, revoked).await {
-                return (Handled::Abandoned, None);
-            }
+            self.conclude(pending, verdict).await?;
         }
+        Ok(())
     }
 
-    /// Writes the dead letter, retrying until the broker acknowledges it; the
-    /// offset is stored only after that.
+    /// Writes the dead letter, retrying until the broker acknowledges it,
+    /// then settles the record. Only stop interrupts it (the record then
+    /// stays unsettled and is read again).
     async fn dead_letter(
-        &self,
+        &mut self,
         message: &OwnedMessage,
-        failure: Failure,
-        revoked: &CancellationToken,
-    ) -> (Handled, Option<&'static str>) {
-        let mut delays = self.retry.without_max_times().build();
+        failure: DeadLetterFailure,
+        span: &tracing::Span,
+        received: Instant,
+    ) -> Result<(), Stopped> {
+        let write = Failure {
+            kind: failure.reason.fqcn(),
+            message: failure.message.clone(),
+            attempts: failure.attempts,
+        };
+        let mut delay = self.pipeline.limits.retry.initial;
         loop {
-            match self.dead_letters.send(message, &failure).await {
-                Ok(()) => return (Handled::Done, Some("dead_lettered")),
+            let sent = self
+                .pipeline
+                .dead_letters
+                .send(message, &write)
+                .instrument(span.clone())
+                .await;
+            match sent {
+                Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, "dead-letter write failed; retrying");
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    if !self.pause_for(delay, revoked).await {
-                        return (Handled::Abandoned, None);
+                    tracing::warn!(%error, ?delay, "dead-letter write failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.stop.cancelled() => return Err(Stopped),
                     }
+                    delay = (delay * 2).min(self.pipeline.limits.retry.max);
                 }
+            }
+        }
+        self.settle(message, &Verdict::DeadLetter(failure), received);
+        Ok(())
+    }
+
+    fn settle(&mut self, message: &OwnedMessage, verdict: &Verdict, received: Instant) {
+        self.offsets.settled(message.offset());
+        if let Some(outcome) = verdict.outcome() {
+            metrics::counter!("kafka_consumed_messages_total", "topic" => message.topic().to_owned(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!("kafka_message_processing_duration_seconds", "topic" => message.topic().to_owned())
+                .record(received.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Stores the position of the oldest unsettled record if it moved;
+    /// false if the partition is no longer ours.
+    fn store_offsets(&mut self) -> bool {
+        let Some(next) = self.offsets.advance() else {
+            return true;
+        };
+        // `store_offset` stores offset + 1: the next record to read.
+        match self
+            .pipeline
+            .consumer
+            .store_offset(&self.topic, self.partition, next - 1)
+        {
+            Ok(()) => true,
+            Err(err) => {
+                // Its next owner re-reads what we had not stored; applying
+                // again is a no-op.
+                tracing::info!(error = %err, "offset not stored (partition lost)");
+                false
             }
         }
     }
 
-    /// Waits for a turn to apply when `consumer.workers` caps applies across
-    /// partitions. Held only around the database call: never while decoding,
-    /// backing off or dead-lettering, so a retrying partition (an update
-    /// waiting for its create) cannot hold up the others.
-    async fn apply_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        match &self.in_flight {
-            Some(limit) => limit.acquire().await.ok(),
-            None => None,
-        }
+    fn publish_waiting(&self) {
+        metrics::gauge!(
+            "kafka_consumer_waiting_updates",
+            "topic" => self.topic.clone(),
+            "partition" => self.partition.to_string(),
+        )
+        .set(self.waiting.len() as f64);
     }
+}
 
-    /// Sleeps unless revocation or shutdown comes first; false if it did.
-    async fn pause_for(&self, delay: Duration, revoked: &CancellationToken) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = revoked.cancelled() => false,
-            () = self.shutdown.cancelled() => false,
-        }
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -709,14 +821,4 @@ fn consume_span(message: &OwnedMessage) -> tracing::Span {
         tracing::debug!(error = ?err, "no trace context continued");
     }
     span
-}
-
-/// Counts a settled message by outcome and records how long it took.
-fn observe_outcome(topic: &str, outcome: Option<&'static str>, started: Instant) {
-    if let Some(outcome) = outcome {
-        metrics::counter!("kafka_consumed_messages_total", "topic" => topic.to_owned(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("kafka_message_processing_duration_seconds", "topic" => topic.to_owned())
-            .record(started.elapsed().as_secs_f64());
-    }
 }

@@ -12,12 +12,13 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     adapters::{
-        kafka::{consumer::CommandConsumer, dead_letter::DeadLetterWriter, topics::ensure_topics},
+        kafka::{dead_letter::DeadLetterWriter, topics::ensure_topics},
         mongo::MongoProductRepository,
     },
     api::grpc::pb::products_service_server::ProductsServiceServer,
     api::grpc::ProductsGrpc,
     config::KafkaSettings,
+    pipeline::{applier::Applier, consumer::CommandConsumer},
 };
 
 pub struct Tasks {
@@ -50,9 +51,17 @@ impl Tasks {
         self.set.spawn(task);
     }
 
-    pub async fn stop(mut self) {
+    /// Cancels the tasks and waits for them, at most `grace`.
+    pub async fn stop(mut self, grace: Duration) {
         self.shutdown.cancel();
-        while self.set.join_next().await.is_some() {}
+        let joined = tokio::time::timeout(grace, async {
+            while self.set.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(?grace, "background tasks still running; stopping anyway");
+            self.set.abort_all();
+        }
     }
 }
 
@@ -78,7 +87,7 @@ pub async fn ensure_indexes(repository: Arc<MongoProductRepository>) {
 /// runs the command consumer until shutdown.
 pub async fn run_command_pipeline(
     settings: KafkaSettings,
-    products: ProductService,
+    applier: Applier,
     dead_letters: DeadLetterWriter,
     shutdown: CancellationToken,
 ) {
@@ -97,9 +106,28 @@ pub async fn run_command_pipeline(
         tracing::info!("command consumer disabled by configuration");
         return;
     }
-    match CommandConsumer::new(&settings, products, dead_letters, shutdown) {
+    match CommandConsumer::new(&settings, applier, dead_letters, shutdown) {
         Ok(consumer) => consumer.run().await,
         Err(err) => tracing::error!(error = %err, "cannot start the command consumer"),
+    }
+}
+
+/// Deletes tombstones older than the retention, once an hour.
+pub async fn purge_tombstones(repository: Arc<MongoProductRepository>, retention: Duration) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        let Ok(retention) = chrono::Duration::from_std(retention) else {
+            return;
+        };
+        match repository
+            .purge_tombstones(chrono::Utc::now() - retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "tombstones past their retention purged"),
+            Err(err) => tracing::warn!(error = %err, "purging tombstones failed"),
+        }
     }
 }
 

@@ -2,7 +2,11 @@
 //! (key, value, headers) with provenance headers named and encoded as Spring
 //! for Apache Kafka does (`kafka_dlt-*`, numbers as big-endian binary), so
 //! existing DLT tooling can read them. `replay` re-publishes them to the
-//! topic they came from.
+//! topic they came from, keeping `kafka_dlt-original-topic/-partition/
+//! -offset` so a replayed record keeps its place in the order of its
+//! product's updates, and remembers how far it got (the committed offsets
+//! of its own group, `{group}-dlq-replay`): running it again replays only
+//! what was dead-lettered since.
 
 use std::time::Duration;
 
@@ -27,6 +31,33 @@ pub const DELIVERY_ATTEMPT: &str = "kafka_deliveryAttempt";
 
 fn is_provenance(key: &str) -> bool {
     key.starts_with("kafka_dlt-") || key == DELIVERY_ATTEMPT
+}
+
+/// The provenance a replayed record keeps: where it first stood.
+fn is_position(key: &str) -> bool {
+    matches!(key, ORIGINAL_TOPIC | ORIGINAL_PARTITION | ORIGINAL_OFFSET)
+}
+
+/// Where a record stands in the order of its topic: its own partition and
+/// offset, or, for a dead letter replayed to the topic it came from, the
+/// original ones it carries. A record that fails again is dead-lettered with
+/// that original position, so it keeps it through any number of replays.
+pub fn original_position(message: &impl Message<Headers = OwnedHeaders>) -> (i32, i64) {
+    let here = (message.partition(), message.offset());
+    let headers = message.headers().map(OwnedHeaders::as_borrowed);
+    if super::headers::text(headers, ORIGINAL_TOPIC) != Some(message.topic()) {
+        return here;
+    }
+    let partition = super::headers::bytes(headers, ORIGINAL_PARTITION)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(i32::from_be_bytes);
+    let offset = super::headers::bytes(headers, ORIGINAL_OFFSET)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_be_bytes);
+    match (partition, offset) {
+        (Some(partition), Some(offset)) if offset >= 0 => (partition, offset),
+        _ => here,
+    }
 }
 
 /// Why a message was dead-lettered.
@@ -66,6 +97,7 @@ impl DeadLetterWriter {
             }
         }
         let timestamp = message.timestamp().to_millis().unwrap_or(-1);
+        let (partition, offset) = original_position(message);
         fn text<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
             Header {
                 key,
@@ -76,11 +108,11 @@ impl DeadLetterWriter {
             .insert(text(ORIGINAL_TOPIC, message.topic()))
             .insert(Header {
                 key: ORIGINAL_PARTITION,
-                value: Some(&message.partition().to_be_bytes()),
+                value: Some(&partition.to_be_bytes()),
             })
             .insert(Header {
                 key: ORIGINAL_OFFSET,
-                value: Some(&message.offset().to_be_bytes()),
+                value: Some(&offset.to_be_bytes()),
             })
             .insert(Header {
                 key: ORIGINAL_TIMESTAMP,
@@ -124,6 +156,20 @@ pub struct ReplayOptions {
     pub key: Option<String>,
     /// Only records whose error kind or message contains this text.
     pub error_contains: Option<String>,
+    /// Read the whole dead-letter topic, not only what came since the last
+    /// (unfiltered) replay.
+    pub from_beginning: bool,
+}
+
+impl ReplayOptions {
+    /// Whether every dead letter read is replayed (no filter, not a dry
+    /// run): only such a run moves the remembered position.
+    fn replays_all(&self) -> bool {
+        !self.dry_run
+            && self.original_topic.is_none()
+            && self.key.is_none()
+            && self.error_contains.is_none()
+    }
 }
 
 /// One dead letter as `replay-dlq` reports it.
@@ -148,21 +194,24 @@ fn header_text<'a>(headers: Option<&'a BorrowedHeaders>, key: &str) -> Option<&'
     super::headers::text(headers, key)
 }
 
-/// Reads the dead-letter topic from its start to its current end and
+/// Reads the dead-letter topic from where the last full replay stopped (or
+/// its start: `from_beginning`, or nothing remembered) to its current end and
 /// re-publishes the records that match to their original topics, with their
-/// original key, value and headers. Safe to run again: applying commands is
-/// idempotent, so a record replayed twice takes effect once.
+/// original key, value and headers and their original position. A replay of
+/// everything then remembers where it stopped, so running it again replays
+/// each dead letter once. Even a record replayed twice takes effect once:
+/// applying commands is idempotent.
 pub async fn replay(
     settings: &KafkaSettings,
     options: &ReplayOptions,
 ) -> anyhow::Result<ReplayReport> {
-    let settings = settings.clone();
-    let options = options.clone();
-    let producer = super::publisher::producer(&settings)?;
+    let producer = super::publisher::producer(settings)?;
     let timeout = Duration::from_millis(settings.producer.delivery_timeout_ms);
     // Reading uses a blocking consumer on a blocking thread; publishing is async.
-    let (scanned, matches) =
-        tokio::task::spawn_blocking(move || read_dead_letters(&settings, &options)).await??;
+    let (scanned, matches, positions) = {
+        let (settings, options) = (settings.clone(), options.clone());
+        tokio::task::spawn_blocking(move || read_dead_letters(&settings, &options)).await??
+    };
     let mut report = ReplayReport {
         scanned,
         ..ReplayReport::default()
@@ -171,7 +220,10 @@ pub async fn replay(
         if let Some(message) = message {
             let mut headers = OwnedHeaders::new();
             if let Some(original) = message.headers() {
-                for header in original.iter().filter(|h| !is_provenance(h.key)) {
+                for header in original
+                    .iter()
+                    .filter(|h| !is_provenance(h.key) || is_position(h.key))
+                {
                     headers = headers.insert(header);
                 }
             }
@@ -194,19 +246,38 @@ pub async fn replay(
         }
         report.matched.push(letter);
     }
+    if options.replays_all() && positions.count() > 0 {
+        let commit_settings = settings.clone();
+        tokio::task::spawn_blocking(move || remember(&commit_settings, &positions)).await??;
+    }
     Ok(report)
+}
+
+fn replay_group(settings: &KafkaSettings) -> String {
+    format!("{}-dlq-replay", settings.group_id)
+}
+
+/// Commits how far a full replay read, for the next run to start there.
+fn remember(settings: &KafkaSettings, positions: &TopicPartitionList) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = super::client_config(settings)
+        .set("group.id", replay_group(settings))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.commit(positions, rdkafka::consumer::CommitMode::Sync)?;
+    Ok(())
 }
 
 /// A matching dead letter, with the record itself unless this is a dry run.
 type Match = (DeadLetter, Option<OwnedMessage>);
 
-/// How many records were read, and the matching ones.
+/// How many records were read, the matching ones, and the position after
+/// the last one read in each partition.
 fn read_dead_letters(
     settings: &KafkaSettings,
     options: &ReplayOptions,
-) -> anyhow::Result<(usize, Vec<Match>)> {
+) -> anyhow::Result<(usize, Vec<Match>, TopicPartitionList)> {
     let consumer: BaseConsumer = super::client_config(settings)
-        .set("group.id", format!("{}-dlq-replay", settings.group_id))
+        .set("group.id", replay_group(settings))
         .set("enable.auto.commit", "false")
         .create()?;
     let topic = &settings.topics.dead_letter;
@@ -216,14 +287,35 @@ fn read_dead_letters(
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
+    let mut wanted_partitions = TopicPartitionList::new();
+    for &partition in &partitions {
+        wanted_partitions.add_partition(topic, partition);
+    }
+    let remembered = if options.from_beginning {
+        TopicPartitionList::new()
+    } else {
+        consumer.committed_offsets(wanted_partitions, Duration::from_secs(10))?
+    };
     let mut assignment = TopicPartitionList::new();
+    let mut positions = TopicPartitionList::new();
     let mut remaining = std::collections::HashMap::new();
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        if high > low {
-            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        let start = match remembered
+            .find_partition(topic, partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(next)) => next.max(low),
+            _ => low,
+        };
+        if high > start {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
+            positions.add_partition_offset(topic, partition, Offset::Offset(high))?;
             remaining.insert(partition, high);
         }
+    }
+    if remaining.is_empty() {
+        return Ok((0, Vec::new(), positions));
     }
     consumer.assign(&assignment)?;
 
@@ -278,5 +370,5 @@ fn read_dead_letters(
             matches.push((letter, (!options.dry_run).then_some(message)));
         }
     }
-    Ok((scanned, matches))
+    Ok((scanned, matches, positions))
 }

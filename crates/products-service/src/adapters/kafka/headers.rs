@@ -59,6 +59,15 @@ pub fn text<'a>(headers: Option<&'a BorrowedHeaders>, key: &str) -> Option<&'a s
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
+/// The raw value of the last header named `key`.
+pub fn bytes<'a>(headers: Option<&'a BorrowedHeaders>, key: &str) -> Option<&'a [u8]> {
+    headers?
+        .iter()
+        .filter(|h| h.key == key)
+        .last()
+        .and_then(|h| h.value)
+}
+
 /// The record with every header name valid UTF-8, names that are not made so
 /// lossily (U+FFFD); values are kept as they are. rdkafka's `Headers` methods
 /// (`iter`, `get`, ...) unwrap each name as UTF-8, so without this one such

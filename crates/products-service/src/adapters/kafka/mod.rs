@@ -2,15 +2,12 @@
 //!
 //! - [`publisher`]: `CommandPublisher` — REST writes become records on the
 //!   create/update topics (idempotent producer, acks=all, key = product id).
-//! - [`consumer`]: the `products_group` consumer: per-partition workers,
-//!   retries with backoff while the partition is paused, dead letters, and
-//!   offsets stored only once a message is applied or dead-lettered.
+//! - The `products_group` consumer is inbound, in [`crate::pipeline`].
 //! - [`dead_letter`]: dead-letter records with Spring-compatible provenance
 //!   headers, and `replay-dlq`.
 //! - [`headers`]: W3C trace context and message metadata in record headers.
 //! - [`topics`]: topic creation at startup.
 
-pub mod consumer;
 pub mod dead_letter;
 pub mod headers;
 pub mod publisher;
@@ -23,7 +20,7 @@ use crate::config::KafkaSettings;
 /// Settings every client of ours shares, transport security included
 /// (secrets must have been resolved: `Settings::resolve_secrets`). rdkafka's
 /// `Debug` of a `ClientConfig` hides `sasl.password`.
-fn client_config(settings: &KafkaSettings) -> ClientConfig {
+pub(crate) fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.brokers)

@@ -1,5 +1,7 @@
 //! Creates the command and dead-letter topics at startup when missing, with
-//! the configured partitions, replication factor and `min.insync.replicas`.
+//! the configured partitions, replication factor and `min.insync.replicas`
+//! (and, for the dead-letter topic, a larger `max.message.bytes`). Existing
+//! topics keep their settings.
 
 use std::time::Duration;
 
@@ -26,15 +28,23 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
         &settings.topics.update,
         &settings.topics.dead_letter,
     ];
+    let dead_letter_max = settings.dead_letter_max_message_bytes.to_string();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|name| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 settings.partitions,
                 TopicReplication::Fixed(settings.replication_factor),
             )
-            .set("min.insync.replicas", &min_insync)
+            .set("min.insync.replicas", &min_insync);
+            // A dead letter is its record plus provenance headers: the
+            // broker's default limit (1 MiB) would refuse a maximal one.
+            if *name == &settings.topics.dead_letter {
+                topic.set("max.message.bytes", &dead_letter_max)
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new()

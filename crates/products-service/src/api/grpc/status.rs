@@ -38,6 +38,10 @@ pub fn from_app_error(err: AppError) -> Status {
             tracing::warn!(%detail, "dependency unavailable");
             Status::unavailable("a dependency is unavailable, retry later")
         }
+        AppError::Rejected(detail) => {
+            tracing::warn!(%detail, "write rejected by the database");
+            Status::invalid_argument("the product was rejected by the database")
+        }
         AppError::Internal(detail) => {
             tracing::error!(%detail, "internal error");
             Status::internal("internal error")

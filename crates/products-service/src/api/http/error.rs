@@ -93,6 +93,13 @@ impl From<AppError> for ApiError {
                     "a dependency is unavailable, retry later",
                 )
             }
+            AppError::Rejected(detail) => {
+                tracing::warn!(%detail, "write rejected by the database");
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "the product was rejected by the database",
+                )
+            }
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
