@@ -7,7 +7,8 @@
 //! | variable | default |
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
-//! | `BENCH_SECTIONS` | `ingest,reads` (`ingest` alone skips the REST/gRPC runs) |
+//! | `BENCH_SECTIONS` | `ingest,reads,memory` (`ingest` alone skips the REST/gRPC runs; `memory` alone runs only the memory bound) |
+//! | `BENCH_MEMORY_N` / `BENCH_MEMORY_SECS` | 60000 / 30 (maximum-size products queued, seconds watched) |
 //! | `BENCH_WARMUP_SECS` / `BENCH_DURATION_SECS` | 3 / 10 (per load run) |
 //! | `BENCH_CONCURRENCY` | `1,16,64` |
 //! | `BENCH_SERVICE_BIN` | `target/release/products-service` |
@@ -15,6 +16,7 @@
 //! | `KAFKA_BROKERS`, `MONGO_URI`, `REDIS_URL` | the local stack's addresses |
 
 mod load;
+mod memory;
 mod report;
 mod service;
 
@@ -39,8 +41,8 @@ use serde_json::{json, Value};
 
 use crate::service::{Service, ServiceOpts};
 
-const CATEGORY: &str = "65a1f0c2e4b0a1b2c3d4e5f7";
-const PARTITIONS: i32 = 3;
+pub(crate) const CATEGORY: &str = "65a1f0c2e4b0a1b2c3d4e5f7";
+pub(crate) const PARTITIONS: i32 = 3;
 const BULK_BATCH_SIZES: [usize; 3] = [100, 1000, 5000];
 
 /// Settings of one run.
@@ -61,7 +63,7 @@ pub struct Opts {
     pub drain_timeout: Duration,
     pub read_docs: usize,
     pub write_duration: Duration,
-    /// Which parts run (`BENCH_SECTIONS`, default `ingest,reads`).
+    /// Which parts run (`BENCH_SECTIONS`, default `ingest,reads,memory`).
     pub sections: Vec<String>,
 }
 
@@ -72,7 +74,7 @@ fn env_or(key: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-fn env_num(key: &str, default: u64) -> Result<u64> {
+pub(crate) fn env_num(key: &str, default: u64) -> Result<u64> {
     env_or(key, &default.to_string())
         .parse()
         .with_context(|| format!("{key} must be a whole number"))
@@ -102,7 +104,7 @@ impl Opts {
             drain_timeout: Duration::from_secs(env_num("BENCH_DRAIN_TIMEOUT_SECS", 240)?),
             read_docs: env_num("BENCH_READ_DOCS", 200)? as usize,
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
-            sections: env_or("BENCH_SECTIONS", "ingest,reads")
+            sections: env_or("BENCH_SECTIONS", "ingest,reads,memory")
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .collect(),
@@ -200,6 +202,23 @@ pub fn round(x: f64, digits: i32) -> f64 {
 }
 
 async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<Value> {
+    let wants = |section: &str| opts.sections.iter().any(|s| s == section);
+    let memory = if wants("memory") {
+        Some(memory::memory_bound(opts, names).await?)
+    } else {
+        None
+    };
+    let memory_peak = memory.as_ref().map(|m| m["peak_rss_bytes"].clone());
+    if !wants("ingest") {
+        return Ok(json!({
+            "run_id": names.id,
+            "date": chrono::Utc::now().to_rfc3339(),
+            "memory_bound_peak_rss_bytes": memory_peak,
+            "targets": { "memory_bound_peak_rss_bytes_max": memory::RSS_BOUND },
+            "memory_bound": memory,
+            "settings": { "sections": opts.sections },
+        }));
+    }
     let mut errors: u64 = 0;
     let machine = report::machine(opts, mongo).await;
     create_topics(opts, names).await?;
@@ -302,12 +321,14 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         "cached_get_ratio": cached_get_ratio,
         "cached_get_ratio_by_concurrency": cached_ratios,
         "idle_rss_bytes": idle_rss,
+        "memory_bound_peak_rss_bytes": memory_peak,
         "errors": errors,
         "targets": {
             "ingest_ratio_min": 0.7,
             "cached_get_ratio_min": 0.5,
             "errors_max": 0,
             "idle_rss_bytes_max": 50 * 1024 * 1024,
+            "memory_bound_peak_rss_bytes_max": memory::RSS_BOUND,
         },
         "settings": {
             "n": opts.n,
@@ -323,6 +344,7 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         "rest_reads": rest,
         "rest_writes": writes,
         "grpc": grpc,
+        "memory_bound": memory,
     }))
 }
 
@@ -573,6 +595,7 @@ async fn bulk_insert(
         collection: "products".to_owned(),
         server_selection_timeout_ms: 5000,
         connect_timeout_ms: 5000,
+        tombstone_retention_hours: 168,
         tls: Default::default(),
         auth: Default::default(),
     })

@@ -109,6 +109,11 @@ pub fn markdown(r: &Value) -> String {
         r["run_id"].as_str().unwrap_or(""),
         r["date"].as_str().unwrap_or("")
     );
+    if m.is_null() {
+        // A memory-only run (BENCH_SECTIONS=memory).
+        memory_rows(&mut s, &r["memory_bound"]);
+        return s;
+    }
     let _ = writeln!(
         s,
         "Machine: {} CPUs ({}), {:.1} GiB RAM, {}, kernel {}; {}; {}; {}; {}; {}.\n",
@@ -243,7 +248,34 @@ pub fn markdown(r: &Value) -> String {
     );
     let _ = writeln!(s, "| RPC | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
     load_rows(&mut s, &r["grpc"], false);
+    memory_rows(&mut s, &r["memory_bound"]);
     s
+}
+
+/// The memory bound: peak RSS with maximum-size products queued and the
+/// database down.
+fn memory_rows(s: &mut String, m: &Value) {
+    if m.is_null() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n**Memory bound** (database down, consumer buffers full)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| products queued | bytes each | peak RSS (MiB) | bound (MiB) | | command |\n|---|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} | {} |",
+        num(&m["products_queued"]),
+        num(&m["product_bytes"]),
+        mib(&m["peak_rss_bytes"]),
+        mib(&m["bound_bytes"]),
+        met(m["within_bound"].as_bool() == Some(true)),
+        m["command"].as_str().unwrap_or("")
+    );
 }
 
 /// One table row per load run (REST reads and gRPC share the columns); REST
