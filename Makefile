@@ -55,10 +55,12 @@ cert: ## local CA + server certificate for localhost/127.0.0.1 in .certs/ (see d
 	$(CARGO) run --locked --quiet --bin products-service -- gen-cert --out $(CERT_DIR)
 
 deny: ## supply chain (deny.toml): licenses, banned/duplicate crates, sources; works offline
+	scripts/ensure-tool.sh cargo-deny
 	$(CARGO) fetch --locked --quiet
 	$(CARGO) deny --locked --offline check licenses bans sources
 
 deny-advisories: ## RustSec advisories too (clones the advisory DB from github.com)
+	scripts/ensure-tool.sh cargo-deny
 	$(CARGO) deny --locked check advisories
 
 FUZZ_SECONDS ?= 60
