@@ -2,8 +2,9 @@
 //!
 //! This crate is deliberately free of I/O crates (no tokio, axum, tonic,
 //! rdkafka, mongodb or redis in its `Cargo.toml`), so the compiler enforces
-//! the architecture of DESIGN.md §1: delivery (`api`) and infrastructure
-//! (`adapters`) in the service crate depend on this crate, never the reverse.
+//! the layering of docs/ARCHITECTURE.md: delivery (`api`, `pipeline`) and
+//! infrastructure (`adapters`) in the service crate depend on this crate,
+//! never the reverse.
 //!
 //! - [`domain`]: `Product` and the value types that can only hold valid values.
 //! - [`app`]: use cases and the port traits they need (repository, cache, ids, clock).

@@ -1,5 +1,5 @@
 //! Field value types of a product. Each constructor enforces the rule the
-//! public contract states (DESIGN.md §2) and returns a human-readable reason.
+//! public contract states (README, "APIs") and returns a human-readable reason.
 
 use std::fmt;
 

@@ -1,11 +1,13 @@
-//! Kafka command payloads: the Product JSON of DESIGN.md §2.
+//! Kafka command payloads: the Product JSON of the README's "APIs" section.
 //!
 //! A create carries the whole product (id and timestamps assigned by the
 //! service that accepted it); an update carries the id, the new fields and
-//! `updatedAt`, its version. Payloads from the Go original — plain product
-//! JSON with no id or timestamps — are accepted: the message's own timestamp
-//! stands in, and a create without an id gets one derived from its position
-//! in the log, so redelivery of the same message still maps to one product.
+//! `updatedAt` (display time only: the record's position in the update topic
+//! orders updates, see docs/ARCHITECTURE.md). Payloads from the Go
+//! original — plain product JSON with no id or timestamps — are accepted:
+//! the message's own timestamp stands in, and a create without an id gets one
+//! derived from its position in the log, so redelivery of the same message
+//! still maps to one product.
 
 use chrono::{DateTime, Datelike, Utc};
 use products_core::{

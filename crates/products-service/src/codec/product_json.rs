@@ -1,4 +1,5 @@
-//! The Product JSON of DESIGN.md §2 (camelCase, as the Go original).
+//! The Product JSON of the README's "APIs" section (camelCase, as the Go
+//! original).
 //!
 //! Encoding is a plain serde struct. Decoding client input goes through
 //! `serde_json::Value` instead, so that a wrong type in one field ("price":
