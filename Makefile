@@ -80,3 +80,9 @@ bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.j
 	mv bench/results/$$d.json.tmp bench/results/$$d.json; \
 	mv bench/results/$$d.md.tmp bench/results/$$d.md; \
 	echo "make bench: wrote bench/results/$$d.json and bench/results/$$d.md"
+
+# Helm chart (deploy/helm/products-service), checked offline: lint, render under several
+# value sets, kubeconform against deploy/helm/schemas/, and value sets that must be refused.
+.PHONY: helm-check
+helm-check: ## Helm chart: lint, render, validate against the Kubernetes schemas (offline; scripts/helm-check.sh)
+	scripts/helm-check.sh
