@@ -53,8 +53,10 @@ declare -A PKG_FILE=(
   [libssl-dev]=/usr/include/openssl/ssl.h
   # REST load generator for `make bench`.
   [wrk]=/usr/bin/wrk
+  # scripts/lib/stack-lib.sh applies scripts/ferretdb/*.patch before building FerretDB.
+  [patch]=/usr/bin/patch
 )
-ORDER=(curl ca-certificates netcat-openbsd protobuf-compiler libprotobuf-dev cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-dev redis-tools redis-server prometheus chromium chromium-driver fonts-liberation wrk)
+ORDER=(curl ca-certificates netcat-openbsd protobuf-compiler libprotobuf-dev cmake g++ make pkg-config zlib1g-dev libcurl4-openssl-dev libssl-dev redis-tools redis-server prometheus chromium chromium-driver fonts-liberation wrk patch)
 
 missing=()
 for p in "${ORDER[@]}"; do

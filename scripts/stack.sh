@@ -23,6 +23,7 @@
 #                           3: node ids 1-3 on 9092/9093, 9094/9095, 9096/9097
 #   KAFKA_HEAP=512m         broker -Xmx
 #   KAFKA_PORT_BASE=9092    first broker port (only to run a second stack's Kafka elsewhere)
+#   FERRETDB_PORT=27017     FerretDB port (likewise; MONGO_URI follows it)
 #   PRODUCTS_STACK_CACHE    downloads/builds (default ~/.cache/products-stack)
 #   STACK_TIMEOUT=120       seconds to wait for each component to answer
 # State (data, logs, pid files) lives in $REPO/.stack/ (git-ignored).
@@ -45,7 +46,7 @@ STACK_TIMEOUT="${STACK_TIMEOUT:-120}"
 
 COMPONENTS=(kafka mongo redis prometheus jaeger)
 
-FERRETDB_PORT=27017
+FERRETDB_PORT="${FERRETDB_PORT:-27017}"
 REDIS_PORT=6379
 PROM_PORT=9090
 JAEGER_OTLP_GRPC=4317
@@ -298,8 +299,12 @@ start_kafka() { # node id
 
 start_ferretdb() {
   mkdir -p "$DATA/ferretdb" "$DATA/ferretdb-state"
+  # FerretDB adds busy_timeout(10000), journal_mode(wal), auto_vacuum(none) itself;
+  # synchronous(normal) (WAL: no fsync per commit, the database stays consistent; an OS
+  # crash or power loss may lose the last commits) halves write latency: see
+  # docs/LOCAL-STACK.md, "The database".
   start_bg ferretdb "$LOGS/ferretdb.log" \
-    "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/" \
+    "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$DATA/ferretdb/?_pragma=synchronous(normal)" \
     --listen-addr="127.0.0.1:$FERRETDB_PORT" --debug-addr=- \
     --state-dir="$DATA/ferretdb-state" --telemetry=disable --log-level=info
 }
@@ -357,6 +362,13 @@ wait_ready() { # NAME: poll the probe until it answers, the process dies, or the
     fi
     sleep 0.2
   done
+}
+
+# A component still running a binary that has been rebuilt since it started (e.g. FerretDB
+# after scripts/ferretdb/*.patch changed) keeps the old code until it is restarted.
+stale_binary_hint() {
+  [[ -n ${PID:-} && $(readlink "/proc/$PID/exe" 2>/dev/null) == *" (deleted)" ]] || return 0
+  log "$1: runs an older build of its binary (rebuilt since it started) — scripts/stack.sh restart ${1%%-*}"
 }
 
 logfile_of() {
@@ -468,6 +480,7 @@ cmd_up() {
     elif probe "$name"; then
       ours "$name" || true
       log "$name: already running (pid $PID) — $(describe "$name")"
+      stale_binary_hint "$name"
     else
       wait_ready "$name" || failed=1
     fi
