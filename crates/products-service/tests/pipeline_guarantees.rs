@@ -480,19 +480,16 @@ async fn shutdown_is_bounded_whatever_the_backlog() {
     for id in &ids {
         wait_for_product(&app, id, |_| true).await;
     }
-    // Updates are applied one by one: thousands make a backlog of minutes.
-    let mut sends = Vec::new();
-    for round in 0..100 {
-        for id in &ids {
+    // Updates are applied one by one: 4,000 make a backlog of many seconds
+    // (an old consumer drained it all before stopping). Round by round, so
+    // each product's updates are in the log in round order.
+    for round in 0..200 {
+        let sends = ids.iter().map(|id| {
             let payload = update_payload(id, &format!("Round {round}"), "2030-01-01T00:00:00Z");
-            let (kafka, topic, id) = (kafka.clone(), topics.update.clone(), id.clone());
-            sends.push(tokio::spawn(async move {
-                produce(&kafka, &topic, Some(&id), &payload, &[]).await
-            }));
-        }
-    }
-    for send in sends {
-        send.await.unwrap();
+            let (kafka, topic) = (&kafka, &topics.update);
+            async move { produce(kafka, topic, Some(id), &payload, &[]).await }
+        });
+        futures::future::join_all(sends).await;
     }
     wait_for_product(&app, &ids[0], |p| p["name"] != "Backlog lamp").await;
 
@@ -503,7 +500,29 @@ async fn shutdown_is_bounded_whatever_the_backlog() {
 
     // The next owner of the partition picks up where it stopped.
     let again = spawn_app_with(settings).await;
-    for id in &ids {
-        wait_for_product(&again, id, |p| p["name"] == "Round 99").await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut names = Vec::new();
+        for id in &ids {
+            let url = again.url(&format!("/api/v1/products/{id}"));
+            let product: Value = again
+                .client
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            names.push(product["name"].as_str().unwrap_or_default().to_owned());
+        }
+        if names.iter().all(|n| n == "Round 199") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all at the last round: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -62,8 +62,6 @@ type PipelineConsumer = StreamConsumer<PipelineContext>;
 
 /// How long a revocation waits for workers to finish their step in hand.
 const REVOKE_GRACE: Duration = Duration::from_secs(10);
-/// How long shutdown waits for workers, then for the consumer to close.
-const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Bytes a record holds in our buffers.
 fn record_bytes(message: &OwnedMessage) -> usize {
@@ -185,6 +183,9 @@ struct Pipeline {
     create_topic: String,
     limits: WorkerLimits,
     shutdown: CancellationToken,
+    /// Shutdown waits this long for the workers' step in hand, then as long
+    /// again for the final commit and leaving the group.
+    stop_grace: Duration,
 }
 
 pub struct CommandConsumer {
@@ -193,11 +194,14 @@ pub struct CommandConsumer {
 }
 
 impl CommandConsumer {
+    /// `shutdown_grace`: the whole time shutdown may take
+    /// (`shutdown_timeout_secs`); the consumer's stop uses at most 3/4 of it.
     pub fn new(
         settings: &KafkaSettings,
         applier: Applier,
         dead_letters: DeadLetterWriter,
         shutdown: CancellationToken,
+        shutdown_grace: Duration,
     ) -> Result<Self, KafkaError> {
         let workers = Arc::new(Workers::default());
         let c = &settings.consumer;
@@ -244,6 +248,7 @@ impl CommandConsumer {
                     retry: retry_policy(settings),
                 },
                 shutdown,
+                stop_grace: shutdown_grace * 3 / 8,
             }),
             workers,
         })
@@ -417,7 +422,7 @@ impl CommandConsumer {
     /// Graceful stop: every worker finishes its step in hand (the shutdown
     /// token has stopped them), the settled offsets are committed and the
     /// consumer leaves the group; queued records stay for the next owner.
-    /// Bounded by `STOP_GRACE` at each step, broker down or not.
+    /// Bounded by `stop_grace` at each of the two steps, broker down or not.
     async fn stop(self, mut tasks: tokio::task::JoinSet<()>) {
         let parked: usize = {
             let mut workers = self.workers.lock();
@@ -429,10 +434,9 @@ impl CommandConsumer {
             parked,
             "consumer stopping; partition workers finish their step"
         );
-        let drained = tokio::time::timeout(STOP_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let grace = self.pipeline.stop_grace;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!("partition workers still busy; leaving them");
             tasks.abort_all();
@@ -449,7 +453,7 @@ impl CommandConsumer {
             // Dropping closes the consumer (blocking: it leaves the group).
             drop(consumer);
         });
-        match tokio::time::timeout(STOP_GRACE, closing).await {
+        match tokio::time::timeout(grace, closing).await {
             Ok(Ok(())) => tracing::info!("consumer stopped"),
             Ok(Err(err)) => tracing::warn!(error = %err, "closing the consumer failed"),
             Err(_) => tracing::warn!("the consumer did not close in time; leaving it"),
@@ -504,7 +508,7 @@ impl Worker {
                 break;
             }
         }
-        if self.waiting.len() > 0 {
+        if !self.waiting.is_empty() {
             tracing::info!(
                 waiting = self.waiting.len(),
                 "updates still waiting are left for the partition's next owner"

@@ -60,6 +60,10 @@ impl<T> WaitingRoom<T> {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Queues a record that just arrived behind this product's others.
     pub fn push_back(&mut self, key: ProductId, item: T, now: Instant, tried: bool) {
         let waiting = Waiting {

@@ -90,6 +90,7 @@ pub async fn run_command_pipeline(
     applier: Applier,
     dead_letters: DeadLetterWriter,
     shutdown: CancellationToken,
+    shutdown_grace: Duration,
 ) {
     let backoff = ExponentialBuilder::default()
         .with_jitter()
@@ -106,7 +107,7 @@ pub async fn run_command_pipeline(
         tracing::info!("command consumer disabled by configuration");
         return;
     }
-    match CommandConsumer::new(&settings, applier, dead_letters, shutdown) {
+    match CommandConsumer::new(&settings, applier, dead_letters, shutdown, shutdown_grace) {
         Ok(consumer) => consumer.run().await,
         Err(err) => tracing::error!(error = %err, "cannot start the command consumer"),
     }

@@ -216,6 +216,7 @@ impl Application {
             applier,
             dead_letters,
             shutdown.clone(),
+            Duration::from_secs(settings.shutdown_timeout_secs),
         ));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
