@@ -698,9 +698,30 @@ impl Worker {
                 }
             }
         }
-        let Some((first, _)) = sources.first() else {
+        let Some((first, first_span)) = sources.first() else {
             return Ok(());
         };
+        if products.len() == 1 {
+            // A lone create is applied inside its own span, so its trace goes
+            // on from the producer's into the database write.
+            let command = ProductCommand::Create(products.remove(0));
+            let verdict = self
+                .pipeline
+                .applier
+                .apply(&command, record_position(first), &self.stop)
+                .instrument(first_span.clone())
+                .await?;
+            let Some((message, span)) = sources.pop() else {
+                return Ok(());
+            };
+            let pending = Pending {
+                message,
+                command,
+                span,
+                received,
+            };
+            return self.conclude(pending, verdict).await;
+        }
         let verdicts = self
             .pipeline
             .applier
