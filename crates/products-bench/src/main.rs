@@ -466,7 +466,7 @@ async fn reads(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<Re
     })
 }
 
-async fn create_topics(opts: &Opts, names: &Names) -> Result<()> {
+pub(crate) async fn create_topics(opts: &Opts, names: &Names) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .create()?;
@@ -509,33 +509,42 @@ fn produce(opts: &Opts, names: &Names, ids: &[ObjectId]) -> Result<f64> {
         .create()?;
     let start = Instant::now();
     for (i, id) in ids.iter().enumerate() {
-        let key = id.to_hex();
-        let mut payload = create_payload(id, i);
-        loop {
-            match producer.send(
-                BaseRecord::to(&names.topic_create)
-                    .key(&key)
-                    .payload(&payload),
-            ) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    rec,
-                )) => {
-                    payload = rec.payload.map(|p| p.to_vec()).unwrap_or_default();
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("producing: {e}"),
-            }
-        }
+        send(
+            &producer,
+            &names.topic_create,
+            &id.to_hex(),
+            create_payload(id, i),
+        )?;
     }
     producer.flush(Duration::from_secs(120))?;
     if producer.in_flight_count() != 0 {
         bail!("{} records not delivered", producer.in_flight_count());
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Queues one record, waiting while the producer's queue is full.
+pub(crate) fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    mut payload: Vec<u8>,
+) -> Result<()> {
+    loop {
+        match producer.send(BaseRecord::to(topic).key(key).payload(&payload)) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                rec,
+            )) => {
+                payload = rec.payload.map(|p| p.to_vec()).unwrap_or_default();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => bail!("producing: {e}"),
+        }
+    }
 }
 
 /// Reads the create topic to the end with a fresh group: the Kafka limit.

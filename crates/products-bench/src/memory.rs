@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use mongodb::bson::oid::ObjectId;
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    admin::{AdminClient, AdminOptions},
     client::DefaultClientContext,
-    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    producer::{DefaultProducerContext, Producer, ThreadedProducer},
     ClientConfig,
 };
 use serde_json::{json, Value};
@@ -58,17 +58,11 @@ pub async fn memory_bound(opts: &Opts, names: &Names) -> Result<Value> {
     names.topic_update = format!("bench-{}-memory-update", names.id);
     names.topic_dlq = format!("bench-{}-memory-dlq", names.id);
     names.group = format!("bench-{}-memory", names.id);
+    crate::create_topics(opts, &names).await?;
+    let result = run(opts, &names, n, watch).await;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .create()?;
-    let topics: Vec<NewTopic> = [&names.topic_create, &names.topic_update, &names.topic_dlq]
-        .into_iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin.create_topics(&topics, &AdminOptions::new()).await? {
-        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
-    }
-    let result = run(opts, &names, n, watch).await;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     admin
         .delete_topics(
@@ -93,27 +87,9 @@ async fn run(opts: &Opts, names: &Names, n: usize, watch: Duration) -> Result<Va
     let mut payload_bytes = 0u64;
     for i in 0..n {
         let id = ObjectId::new();
-        let (key, mut payload) = (id.to_hex(), maximal_payload(&id, i));
+        let payload = maximal_payload(&id, i);
         payload_bytes += payload.len() as u64;
-        loop {
-            match producer.send(
-                BaseRecord::to(&names.topic_create)
-                    .key(&key)
-                    .payload(&payload),
-            ) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    rec,
-                )) => {
-                    payload = rec.payload.map(|p| p.to_vec()).unwrap_or_default();
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("producing: {e}"),
-            }
-        }
+        crate::send(&producer, &names.topic_create, &id.to_hex(), payload)?;
     }
     producer.flush(Duration::from_secs(300))?;
     eprintln!(

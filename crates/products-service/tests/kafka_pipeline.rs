@@ -16,7 +16,7 @@ use common::{
     kafka::{header, lag, produce, producer, read_all},
     processes::{PrivateFerretDb, PrivateKafka},
     product_count,
-    products::{product_body, wait_for_product, CATEGORY},
+    products::{kafka_create_payload, kafka_update_payload, product_body, wait_for_product},
     spawn_app, spawn_app_with, test_settings, KAFKA,
 };
 use mongodb::bson::{doc, oid::ObjectId, Document};
@@ -25,37 +25,9 @@ use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn create_payload(id: &str, name: &str) -> Vec<u8> {
-    json!({
-        "productId": id,
-        "categoryId": CATEGORY,
-        "name": name,
-        "description": "Produced straight to Kafka",
-        "price": 1.5,
-        "photos": [],
-        "quantity": 1,
-        "rating": 3,
-        "createdAt": "2026-01-01T00:00:00Z",
-        "updatedAt": "2026-01-01T00:00:00Z"
-    })
-    .to_string()
-    .into_bytes()
-}
-
 fn update_payload(id: &str, name: &str, version: i64) -> Vec<u8> {
     let updated_at = Utc.timestamp_opt(1_800_000_000 + version, 0).unwrap();
-    json!({
-        "productId": id,
-        "categoryId": CATEGORY,
-        "name": name,
-        "description": "Updated straight through Kafka",
-        "price": 2.5,
-        "quantity": 2,
-        "rating": 4,
-        "updatedAt": updated_at.to_rfc3339()
-    })
-    .to_string()
-    .into_bytes()
+    kafka_update_payload(id, name, &updated_at.to_rfc3339())
 }
 
 async fn products_by_id(settings: &Settings) -> HashMap<String, Document> {
@@ -129,13 +101,16 @@ async fn two_thousand_creates_apply_exactly_once_and_updates_in_order() {
     let mut first = Vec::new();
     let mut again = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        first.push((id.clone(), create_payload(id, &format!("Bulk {i}"))));
+        first.push((id.clone(), kafka_create_payload(id, &format!("Bulk {i}"))));
     }
     for (i, id) in ids.iter().enumerate().take(200) {
-        again.push((id.clone(), create_payload(id, &format!("Bulk {i}"))));
+        again.push((id.clone(), kafka_create_payload(id, &format!("Bulk {i}"))));
     }
     for id in ids.iter().skip(200).take(200) {
-        again.push((id.clone(), create_payload(id, "Repeated key, must lose")));
+        again.push((
+            id.clone(),
+            kafka_create_payload(id, "Repeated key, must lose"),
+        ));
     }
     assert_eq!(first.len() + again.len(), 2000);
     for sends in [&first, &again] {
@@ -182,7 +157,8 @@ async fn poison_messages_are_dead_lettered_whole_and_the_stream_goes_on() {
     let topics = &app.settings.kafka.topics;
     let kafka = producer(KAFKA);
     let mut invalid_fields: Value =
-        serde_json::from_slice(&create_payload(&ObjectId::new().to_hex(), "ok name")).unwrap();
+        serde_json::from_slice(&kafka_create_payload(&ObjectId::new().to_hex(), "ok name"))
+            .unwrap();
     invalid_fields["price"] = json!(-1);
     let garbage: Vec<u8> = (0..1_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
@@ -204,7 +180,7 @@ async fn poison_messages_are_dead_lettered_whole_and_the_stream_goes_on() {
                 &kafka,
                 &topics.create,
                 Some(&key),
-                &create_payload(&id, &format!("Good {i}")),
+                &kafka_create_payload(&id, &format!("Good {i}")),
                 &[],
             )
             .await;
@@ -317,7 +293,7 @@ async fn database_outage_mid_stream_loses_and_dead_letters_nothing() {
                     &kafka,
                     &topic,
                     Some(&id),
-                    &create_payload(&id, &format!("Stream {i}")),
+                    &kafka_create_payload(&id, &format!("Stream {i}")),
                     &[],
                 )
                 .await;
@@ -379,7 +355,7 @@ async fn sigkill_mid_stream_then_restart_applies_every_product_once() {
     let kafka = producer(KAFKA);
     let ids: Vec<String> = (0..2000).map(|_| ObjectId::new().to_hex()).collect();
     let futures = ids.iter().enumerate().map(|(i, id)| {
-        let payload = create_payload(id, &format!("Crash {i}"));
+        let payload = kafka_create_payload(id, &format!("Crash {i}"));
         let kafka = kafka.clone();
         let topic = settings.kafka.topics.create.clone();
         async move { produce(&kafka, &topic, Some(id), &payload, &[]).await }
@@ -548,7 +524,7 @@ async fn a_fixed_dead_letter_is_replayed_and_applied() {
         &kafka,
         &topics.create,
         Some(&id),
-        &create_payload(&id, "Original name"),
+        &kafka_create_payload(&id, "Original name"),
         &[],
     )
     .await;
@@ -605,7 +581,7 @@ async fn dead_letter_of_create(settings: &Settings, id: &str, name: &str) {
             key: "kafka_dlt-exception-fqcn",
             value: Some(&b"products_service::RetriesExhausted"[..]),
         });
-    let payload = create_payload(id, name);
+    let payload = kafka_create_payload(id, name);
     producer(KAFKA)
         .send(
             FutureRecord::to(&topics.dead_letter)

@@ -17,45 +17,16 @@ use common::{
     eventually,
     kafka::{header, produce, producer, read_all},
     processes::PrivateFerretDb,
-    products::{create_product, product_body, wait_for_product, CATEGORY},
+    products::{
+        create_product, kafka_create_payload, kafka_update_payload, product_body, wait_for_product,
+        CATEGORY,
+    },
     spawn_app_with, test_settings, TestApp, KAFKA,
 };
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use products_service::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-fn create_payload(id: &str, name: &str) -> Vec<u8> {
-    json!({
-        "productId": id,
-        "categoryId": CATEGORY,
-        "name": name,
-        "description": "Produced straight to Kafka",
-        "price": 1.5,
-        "photos": [],
-        "quantity": 1,
-        "rating": 3,
-        "createdAt": "2026-01-01T00:00:00Z",
-        "updatedAt": "2026-01-01T00:00:00Z"
-    })
-    .to_string()
-    .into_bytes()
-}
-
-fn update_payload(id: &str, name: &str, updated_at: &str) -> Vec<u8> {
-    json!({
-        "productId": id,
-        "categoryId": CATEGORY,
-        "name": name,
-        "description": "Updated straight through Kafka",
-        "price": 2.5,
-        "quantity": 2,
-        "rating": 4,
-        "updatedAt": updated_at
-    })
-    .to_string()
-    .into_bytes()
-}
 
 /// One partition per topic: every record shares a worker, so a test can
 /// show that one product does not hold up another.
@@ -146,7 +117,7 @@ async fn the_order_of_the_update_topic_wins_over_timestamps() {
         &kafka,
         &topics.create,
         Some(&id),
-        &create_payload(&id, "Clock lamp"),
+        &kafka_create_payload(&id, "Clock lamp"),
         &[],
     )
     .await;
@@ -158,7 +129,7 @@ async fn the_order_of_the_update_topic_wins_over_timestamps() {
         &kafka,
         &topics.update,
         Some(&id),
-        &update_payload(&id, "First in the log", "2030-01-01T00:00:10Z"),
+        &kafka_update_payload(&id, "First in the log", "2030-01-01T00:00:10Z"),
         &[],
     )
     .await;
@@ -166,7 +137,7 @@ async fn the_order_of_the_update_topic_wins_over_timestamps() {
         &kafka,
         &topics.update,
         Some(&id),
-        &update_payload(&id, "Second in the log", "2030-01-01T00:00:00Z"),
+        &kafka_update_payload(&id, "Second in the log", "2030-01-01T00:00:00Z"),
         &[],
     )
     .await;
@@ -195,7 +166,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
     let topics = app.settings.kafka.topics.clone();
     let kafka = producer(KAFKA);
     let id = ObjectId::new().to_hex();
-    let create = create_payload(&id, "Doomed lamp");
+    let create = kafka_create_payload(&id, "Doomed lamp");
     produce(&kafka, &topics.create, Some(&id), &create, &[]).await;
     wait_for_product(&app, &id, |_| true).await;
     let url = app.url(&format!("/api/v1/products/{id}"));
@@ -204,7 +175,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
     // Its create and an update delivered again (a crash, a group reset, a
     // replay), and a product created behind them as a marker.
     produce(&kafka, &topics.create, Some(&id), &create, &[]).await;
-    let update = update_payload(&id, "Doomed lamp returns", "2031-01-01T00:00:00Z");
+    let update = kafka_update_payload(&id, "Doomed lamp returns", "2031-01-01T00:00:00Z");
     produce(&kafka, &topics.update, Some(&id), &update, &[]).await;
 
     // A delete that comes before its create is applied holds too.
@@ -215,7 +186,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
         &kafka,
         &topics.create,
         Some(&early),
-        &create_payload(&early, "Early lamp"),
+        &kafka_create_payload(&early, "Early lamp"),
         &[],
     )
     .await;
@@ -225,7 +196,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
         &kafka,
         &topics.create,
         Some(&marker),
-        &create_payload(&marker, "Marker lamp"),
+        &kafka_create_payload(&marker, "Marker lamp"),
         &[],
     )
     .await;
@@ -233,7 +204,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
         &kafka,
         &topics.update,
         Some(&marker),
-        &update_payload(&marker, "Marker lamp updated", "2031-01-01T00:00:00Z"),
+        &kafka_update_payload(&marker, "Marker lamp updated", "2031-01-01T00:00:00Z"),
         &[],
     )
     .await;
@@ -277,12 +248,15 @@ async fn a_ninety_second_database_outage_dead_letters_nothing() {
                     &kafka,
                     &topics.create,
                     Some(id),
-                    &create_payload(id, &format!("Outage {i}")),
+                    &kafka_create_payload(id, &format!("Outage {i}")),
                     &[],
                 )
                 .await;
-                let update =
-                    update_payload(id, &format!("Outage {i} updated"), "2030-01-01T00:00:00Z");
+                let update = kafka_update_payload(
+                    id,
+                    &format!("Outage {i} updated"),
+                    "2030-01-01T00:00:00Z",
+                );
                 produce(&kafka, &topics.update, Some(id), &update, &[]).await;
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
@@ -359,7 +333,7 @@ async fn a_maximal_poison_record_is_dead_lettered_whole_and_the_next_is_applied(
         &kafka,
         &topics.create,
         Some(&next),
-        &create_payload(&next, "After the poison"),
+        &kafka_create_payload(&next, "After the poison"),
         &[],
     )
     .await;
@@ -472,7 +446,7 @@ async fn shutdown_is_bounded_whatever_the_backlog() {
             &kafka,
             &topics.create,
             Some(id),
-            &create_payload(id, "Backlog lamp"),
+            &kafka_create_payload(id, "Backlog lamp"),
             &[],
         )
         .await;
@@ -485,7 +459,8 @@ async fn shutdown_is_bounded_whatever_the_backlog() {
     // each product's updates are in the log in round order.
     for round in 0..200 {
         let sends = ids.iter().map(|id| {
-            let payload = update_payload(id, &format!("Round {round}"), "2030-01-01T00:00:00Z");
+            let payload =
+                kafka_update_payload(id, &format!("Round {round}"), "2030-01-01T00:00:00Z");
             let (kafka, topic) = (&kafka, &topics.update);
             async move { produce(kafka, topic, Some(id), &payload, &[]).await }
         });

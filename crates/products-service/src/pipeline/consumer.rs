@@ -503,7 +503,7 @@ impl Worker {
                     None => break,
                 },
             };
-            self.publish_waiting();
+            self.publish_waiting(self.waiting.len());
             if stepped.is_err() || !self.store_offsets() {
                 break;
             }
@@ -514,12 +514,7 @@ impl Worker {
                 "updates still waiting are left for the partition's next owner"
             );
         }
-        metrics::gauge!(
-            "kafka_consumer_waiting_updates",
-            "topic" => self.topic.clone(),
-            "partition" => self.partition.to_string(),
-        )
-        .set(0.0);
+        self.publish_waiting(0);
     }
 
     /// Takes a record off the channel (and, for creates, those waiting
@@ -563,15 +558,7 @@ impl Worker {
         let command = match span.in_scope(|| decode_message(&message, &self.pipeline.create_topic))
         {
             Ok(command) => command,
-            Err(error) => {
-                span.in_scope(|| tracing::warn!(%error, "poison message"));
-                let failure = DeadLetterFailure {
-                    reason: DeadLetterReason::InvalidPayload,
-                    message: error,
-                    attempts: 1,
-                };
-                return self.dead_letter(&message, failure, &span, received).await;
-            }
+            Err(error) => return self.poison(&message, error, &span, received).await,
         };
         let key = command.product_id().clone();
         let pending = Pending {
@@ -678,24 +665,12 @@ impl Worker {
                     products.push(product);
                     sources.push((message, span));
                 }
+                // An update cannot come from the create topic; kept total.
                 Ok(ProductCommand::Update(_)) => {
-                    // Cannot happen: the topic says create.
-                    let failure = DeadLetterFailure {
-                        reason: DeadLetterReason::InvalidPayload,
-                        message: "an update on the create topic".to_owned(),
-                        attempts: 1,
-                    };
-                    self.dead_letter(&message, failure, &span, received).await?;
+                    let error = "an update on the create topic".to_owned();
+                    self.poison(&message, error, &span, received).await?;
                 }
-                Err(error) => {
-                    span.in_scope(|| tracing::warn!(%error, "poison message"));
-                    let failure = DeadLetterFailure {
-                        reason: DeadLetterReason::InvalidPayload,
-                        message: error,
-                        attempts: 1,
-                    };
-                    self.dead_letter(&message, failure, &span, received).await?;
-                }
+                Err(error) => self.poison(&message, error, &span, received).await?,
             }
         }
         let Some((first, first_span)) = sources.first() else {
@@ -739,6 +714,23 @@ impl Worker {
             self.conclude(pending, verdict).await?;
         }
         Ok(())
+    }
+
+    /// A record that does not decode: straight to the dead-letter queue.
+    async fn poison(
+        &mut self,
+        message: &OwnedMessage,
+        error: String,
+        span: &tracing::Span,
+        received: Instant,
+    ) -> Result<(), Stopped> {
+        span.in_scope(|| tracing::warn!(%error, "poison message"));
+        let failure = DeadLetterFailure {
+            reason: DeadLetterReason::InvalidPayload,
+            message: error,
+            attempts: 1,
+        };
+        self.dead_letter(message, failure, span, received).await
     }
 
     /// Writes the dead letter, retrying until the broker acknowledges it,
@@ -812,13 +804,13 @@ impl Worker {
         }
     }
 
-    fn publish_waiting(&self) {
+    fn publish_waiting(&self, waiting: usize) {
         metrics::gauge!(
             "kafka_consumer_waiting_updates",
             "topic" => self.topic.clone(),
             "partition" => self.partition.to_string(),
         )
-        .set(self.waiting.len() as f64);
+        .set(waiting as f64);
     }
 }
 

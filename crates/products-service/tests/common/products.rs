@@ -8,6 +8,41 @@ use super::TestApp;
 
 pub const CATEGORY: &str = "65a1f0c2e4b0a1b2c3d4e5f7";
 
+/// A create command's payload as producers send it: the product JSON with
+/// its id and timestamps.
+pub fn kafka_create_payload(id: &str, name: &str) -> Vec<u8> {
+    json!({
+        "productId": id,
+        "categoryId": CATEGORY,
+        "name": name,
+        "description": "Produced straight to Kafka",
+        "price": 1.5,
+        "photos": [],
+        "quantity": 1,
+        "rating": 3,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "updatedAt": "2026-01-01T00:00:00Z"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An update command's payload, `updated_at` as RFC 3339.
+pub fn kafka_update_payload(id: &str, name: &str, updated_at: &str) -> Vec<u8> {
+    json!({
+        "productId": id,
+        "categoryId": CATEGORY,
+        "name": name,
+        "description": "Updated straight through Kafka",
+        "price": 2.5,
+        "quantity": 2,
+        "rating": 4,
+        "updatedAt": updated_at
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// A valid create/update body.
 pub fn product_body(name: &str) -> Value {
     json!({
