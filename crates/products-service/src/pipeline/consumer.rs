@@ -123,6 +123,8 @@ impl ConsumerContext for PipelineContext {
         let Rebalance::Revoke(partitions) = rebalance else {
             return;
         };
+        let started = Instant::now();
+        metrics::counter!("kafka_consumer_rebalances_total", "event" => "revoke").increment(1);
         let revoked: Vec<PartitionWorker> = {
             let mut workers = self.workers.lock();
             partitions
@@ -150,15 +152,21 @@ impl ConsumerContext for PipelineContext {
                 tracing::warn!("worker still busy after revocation grace period");
             }
         }
+        metrics::histogram!("kafka_consumer_revocation_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             tracing::info!(partitions = partitions.count(), "partitions assigned");
+            metrics::counter!("kafka_consumer_rebalances_total", "event" => "assign").increment(1);
             // A partition paused under a previous assignment must not stay paused.
             if let Err(err) = consumer.resume(partitions) {
                 tracing::warn!(error = %err, "cannot resume assigned partitions");
             }
+        }
+        if let Ok(assignment) = consumer.assignment() {
+            metrics::gauge!("kafka_consumer_assigned_partitions").set(assignment.count() as f64);
         }
     }
 }
@@ -232,6 +240,8 @@ impl CommandConsumer {
                 workers: workers.clone(),
             })?;
         consumer.subscribe(&[&settings.topics.create, &settings.topics.update])?;
+        // Present from the start, so dashboards and alerts see 0, not nothing.
+        metrics::gauge!("kafka_consumer_blocked_partitions").set(0.0);
         Ok(Self {
             pipeline: Arc::new(Pipeline {
                 consumer: Arc::new(consumer),
