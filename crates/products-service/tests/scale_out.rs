@@ -180,43 +180,52 @@ impl Tally {
     }
 }
 
-/// Sends a write to the live replicas in turn until one answers 202; a 503
-/// (not confirmed) or no answer (the replica is restarting) is retried with
-/// the same content, which is harmless: the same create id or the same
-/// update again.
-async fn write(
-    http: &reqwest::Client,
-    targets: &[String],
-    live: &[AtomicBool],
-    turn: &AtomicUsize,
-    tally: &Tally,
-    method: reqwest::Method,
-    path: &str,
-    body: &Value,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "{method} {path} never accepted");
-        let i = turn.fetch_add(1, Ordering::SeqCst) % targets.len();
-        if !live[i].load(Ordering::SeqCst) {
-            continue;
-        }
-        let sent = http
-            .request(method.clone(), format!("http://{}{path}", targets[i]))
-            .json(body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                tally.count(status);
-                if status == 202 {
-                    return response.json().await.unwrap();
-                }
+/// The replicas as clients see them: their addresses, which are up, and
+/// the tally of answers.
+struct Front {
+    targets: Vec<String>,
+    live: Vec<AtomicBool>,
+    tally: Tally,
+}
+
+impl Front {
+    /// Sends a write to the live replicas in turn until one answers 202; a
+    /// 503 (not confirmed) or no answer (the replica is restarting) is
+    /// retried with the same content, which is harmless: the same update
+    /// again (a create gets a new id, and the earlier one, if it was written
+    /// after all, is an extra product nobody checks).
+    async fn write(
+        &self,
+        http: &reqwest::Client,
+        turn: &AtomicUsize,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "{method} {path} never accepted");
+            let i = turn.fetch_add(1, Ordering::SeqCst) % self.targets.len();
+            if !self.live[i].load(Ordering::SeqCst) {
+                continue;
             }
-            Err(_) => tally.count(0),
+            let sent = http
+                .request(method.clone(), format!("http://{}{path}", self.targets[i]))
+                .json(body)
+                .send()
+                .await;
+            match sent {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    self.tally.count(status);
+                    if status == 202 {
+                        return response.json().await.unwrap();
+                    }
+                }
+                Err(_) => self.tally.count(0),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -238,51 +247,50 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
     for replica in &replicas {
         replica.wait_ready(&http).await;
     }
-    let targets: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.http.clone()).collect());
-    let live: Arc<Vec<AtomicBool>> =
-        Arc::new((0..REPLICAS).map(|_| AtomicBool::new(true)).collect());
-    let tally = Arc::new(Tally::default());
+    let front = Arc::new(Front {
+        targets: replicas.iter().map(|r| r.http.clone()).collect(),
+        live: (0..REPLICAS).map(|_| AtomicBool::new(true)).collect(),
+        tally: Tally::default(),
+    });
     let done = tokio_util::sync::CancellationToken::new();
 
     // Probes: a read on each live replica every 100 ms; the worst latency.
     let probe_product = {
-        let created = write(
-            &http,
-            &targets,
-            &live,
-            &AtomicUsize::new(0),
-            &tally,
-            reqwest::Method::POST,
-            "/api/v1/products",
-            &product_body("Probe lamp"),
-        )
-        .await;
+        let body = product_body("Probe lamp");
+        let turn = AtomicUsize::new(0);
+        let created = front
+            .write(
+                &http,
+                &turn,
+                reqwest::Method::POST,
+                "/api/v1/products",
+                &body,
+            )
+            .await;
         created["productId"].as_str().unwrap().to_owned()
     };
     let worst_probe = Arc::new(Mutex::new(Duration::ZERO));
     let probes = {
-        let (http, targets, live, done, worst) = (
+        let (http, front, done, worst) = (
             http.clone(),
-            targets.clone(),
-            live.clone(),
+            front.clone(),
             done.clone(),
             worst_probe.clone(),
         );
         tokio::spawn(async move {
             while !done.is_cancelled() {
-                for (i, target) in targets.iter().enumerate() {
-                    if !live[i].load(Ordering::SeqCst) {
+                for (i, target) in front.targets.iter().enumerate() {
+                    if !front.live[i].load(Ordering::SeqCst) {
                         continue;
                     }
                     let started = Instant::now();
-                    let answered = http
+                    let _ = http
                         .get(format!("http://{target}/api/v1/products/{probe_product}"))
                         .send()
                         .await;
                     // A replica being stopped may refuse: only replicas that
                     // stayed live count, and a failed read counts as a stall.
-                    let _ = answered;
-                    if live[i].load(Ordering::SeqCst) {
+                    if front.live[i].load(Ordering::SeqCst) {
                         let mut worst = worst.lock().unwrap();
                         *worst = (*worst).max(started.elapsed());
                     }
@@ -296,39 +304,31 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
     // (each write waits for its 202, so the log holds them in this order).
     let writers: Vec<_> = (0..3)
         .map(|w| {
-            let (http, targets, live, tally) =
-                (http.clone(), targets.clone(), live.clone(), tally.clone());
+            let (http, front) = (http.clone(), front.clone());
             tokio::spawn(async move {
                 let turn = AtomicUsize::new(w);
                 for p in (w..PRODUCTS).step_by(3) {
-                    let created = write(
-                        &http,
-                        &targets,
-                        &live,
-                        &turn,
-                        &tally,
-                        reqwest::Method::POST,
-                        "/api/v1/products",
-                        &product_body(&format!("Scale {p} v0")),
-                    )
-                    .await;
+                    let body = product_body(&format!("Scale {p} v0"));
+                    let created = front
+                        .write(
+                            &http,
+                            &turn,
+                            reqwest::Method::POST,
+                            "/api/v1/products",
+                            &body,
+                        )
+                        .await;
                     let id = created["productId"].as_str().unwrap().to_owned();
+                    let path = format!("/api/v1/products/{id}");
                     let mut last = String::new();
                     for u in 1..=UPDATES {
                         last = format!("Scale {p} v{u}");
-                        write(
-                            &http,
-                            &targets,
-                            &live,
-                            &turn,
-                            &tally,
-                            reqwest::Method::PUT,
-                            &format!("/api/v1/products/{id}"),
-                            &product_body(&last),
-                        )
-                        .await;
+                        let body = product_body(&last);
+                        front
+                            .write(&http, &turn, reqwest::Method::PUT, &path, &body)
+                            .await;
                     }
-                    tally.products.lock().unwrap().insert(id, last);
+                    front.tally.products.lock().unwrap().insert(id, last);
                     tokio::time::sleep(Duration::from_millis(40)).await;
                 }
             })
@@ -344,11 +344,11 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
         for &o in &others {
             before.push(replicas[o].rebalances(&http).await);
         }
-        live[i].store(false, Ordering::SeqCst);
+        front.live[i].store(false, Ordering::SeqCst);
         stop_times.push(replicas[i].terminate().await);
         replicas[i].spawn(&settings);
         replicas[i].wait_ready(&http).await;
-        live[i].store(true, Ordering::SeqCst);
+        front.live[i].store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(2)).await;
         for (k, &o) in others.iter().enumerate() {
             let after = replicas[o].rebalances(&http).await;
@@ -367,13 +367,13 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
 
     // SIGKILL a replica and a broker; the replica comes back after its
     // session expired (its partitions moved in between).
-    live[2].store(false, Ordering::SeqCst);
+    front.live[2].store(false, Ordering::SeqCst);
     replicas[2].kill();
     cluster.kill(3);
     tokio::time::sleep(Duration::from_secs(12)).await;
     replicas[2].spawn(&settings);
     replicas[2].wait_ready(&http).await;
-    live[2].store(true, Ordering::SeqCst);
+    front.live[2].store(true, Ordering::SeqCst);
 
     for writer in writers {
         writer.await.unwrap();
@@ -381,7 +381,7 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
     cluster.restart(3).await;
 
     // Every product holds its last update; nothing dead-lettered.
-    let expected = tally.products.lock().unwrap().clone();
+    let expected = front.tally.products.lock().unwrap().clone();
     assert_eq!(expected.len(), PRODUCTS);
     eventually(Duration::from_secs(120), || async {
         let mut all = true;
@@ -412,7 +412,7 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
         .unwrap();
     assert!(letters.is_empty(), "{} dead letters", letters.len());
 
-    let statuses = tally.statuses.lock().unwrap().clone();
+    let statuses = front.tally.statuses.lock().unwrap().clone();
     let server_errors: usize = statuses
         .iter()
         .filter(|(status, _)| **status >= 500 && **status != 503)
