@@ -135,12 +135,19 @@ where
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("products-service"))
             // Per span, these add attributes (thread id and name, source
-            // location, busy/idle time: two clock reads per poll) that cost
-            // CPU here and bytes on the wire, and that the traces here never
-            // use.
+            // location, target, busy/idle time: two clock reads per poll) that
+            // cost CPU here and bytes on the wire, and that the traces here
+            // never use.
             .with_threads(false)
             .with_location(false)
+            .with_target(false)
             .with_tracked_inactivity(false)
+            // Entering a span would also make its OpenTelemetry context the
+            // thread's current one (a clone and a thread-local push per poll
+            // of every instrumented future). Nothing here reads
+            // `opentelemetry::Context::current()`: propagation and log lines
+            // take the context from the tracing span.
+            .with_context_activation(false)
             .with_filter(traces.and(hot))
     });
     TRACES_EXPORTED.store(otel.is_some(), Ordering::Relaxed);
