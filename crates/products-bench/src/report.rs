@@ -320,6 +320,7 @@ fn extras_rows(s: &mut String, r: &Value) {
             &Value::Array(vec![t["tracing_off"].clone(), t["tracing_on"].clone()]),
             true,
         );
+        let _ = writeln!(s);
         let _ = writeln!(
             s,
             "One traced GET as Jaeger stored it: {} spans ({}).\n",
