@@ -69,8 +69,9 @@ fuzz: ## coverage-guided fuzzing, FUZZ_SECONDS (60) per target; fails on a crash
 
 BENCH_N ?= 100000
 bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.json + .md, see BENCHMARKS.md
-	@scripts/stack.sh check kafka mongo redis || { echo "make bench: the local stack is not running (make stack-up)" >&2; exit 1; }
+	@scripts/stack.sh check kafka mongo redis jaeger || { echo "make bench: the local stack is not running (make stack-up)" >&2; exit 1; }
 	@command -v wrk >/dev/null || { echo "missing: wrk — install with: apt-get install -y wrk" >&2; exit 1; }
+	@scripts/ensure-tool.sh ghz >/dev/null
 	$(CARGO) build --release --locked --bin products-service --bin products-bench
 	@mkdir -p bench/results
 	d=$$(date +%F); \

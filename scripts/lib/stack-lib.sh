@@ -7,6 +7,7 @@
 #                                                         -> $CACHE/ferretdb-<ver>/ferretdb
 #   ensure_jaeger       go build of Jaeger (tools/jaeger)     -> $CACHE/bin/jaeger-<ver>
 #   ensure_grpcurl      go install of grpcurl (test tool)     -> $CACHE/bin/grpcurl
+#   ensure_ghz          go install of ghz (bench gRPC load)   -> $CACHE/bin/ghz-<ver>
 # The apt packages are owned by scripts/install-prereqs.sh.
 
 LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,6 +18,7 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.1.2}"       # also the default in scripts/kafk
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
 JAEGER_VERSION="v1.76.0"                       # pinned by tools/jaeger/go.mod
 GRPCURL_VERSION="${GRPCURL_VERSION:-v1.9.3}"
+GHZ_VERSION="${GHZ_VERSION:-v0.120.0}"         # the gRPC load tool of `make bench`
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] %s\n' "$*" >&2; exit 1; }
@@ -156,4 +158,26 @@ ensure_grpcurl() {
     die "grpcurl: go install failed (full log: $blog)"
   fi
   log "grpcurl: installed $GRPCURL_BIN"
+}
+
+# ghz: the gRPC load generator users reach for; `make bench` runs it against the
+# service (BENCHMARKS.md). The name carries the version, so a new pin installs anew.
+GHZ_BIN="$CACHE/bin/ghz-${GHZ_VERSION#v}"
+
+ensure_ghz() {
+  [[ -x $GHZ_BIN ]] && return 0
+  check_go
+  log "ghz: go install github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION (first time only)"
+  mkdir -p "$CACHE/bin"
+  local blog="$CACHE/ghz-build.log" gobin
+  gobin="$(mktemp -d "$CACHE/bin/.ghz.XXXXXX")"
+  if ! (cd "$CACHE" && GOBIN="$gobin" GOWORK=off GOFLAGS=-mod=mod \
+         go install -trimpath "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION") >"$blog" 2>&1; then
+    tail -20 "$blog" >&2
+    rm -rf "$gobin"
+    die "ghz: go install failed (full log: $blog)"
+  fi
+  mv "$gobin/ghz" "$GHZ_BIN"
+  rm -rf "$gobin"
+  log "ghz: installed $GHZ_BIN"
 }

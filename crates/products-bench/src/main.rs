@@ -7,7 +7,10 @@
 //! | variable | default |
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
-//! | `BENCH_SECTIONS` | `ingest,reads,memory` (`ingest` alone skips the REST/gRPC runs; `memory` alone runs only the memory bound) |
+//! | `BENCH_SECTIONS` | `ingest,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `memory`, `grpc`, `tracing` each run alone too) |
+//! | `BENCH_GHZ_BIN` | the pinned ghz in the stack cache (`scripts/ensure-tool.sh ghz`) |
+//! | `BENCH_OTLP_ENDPOINT` / `BENCH_JAEGER_QUERY` | `http://127.0.0.1:4317` / `http://127.0.0.1:16686` (section `tracing`) |
+//! | `BENCH_RUST_LOG` | `warn` (the services' `RUST_LOG`) |
 //! | `BENCH_MEMORY_N` / `BENCH_MEMORY_SECS` | 60000 / 30 (maximum-size products queued, seconds watched) |
 //! | `BENCH_WARMUP_SECS` / `BENCH_DURATION_SECS` | 3 / 10 (per load run) |
 //! | `BENCH_CONCURRENCY` | `1,16,64` |
@@ -15,10 +18,14 @@
 //! | `BENCH_OUT_JSON` / `BENCH_OUT_MD` | `bench/results/<date>.json` / `.md` |
 //! | `KAFKA_BROKERS`, `MONGO_URI`, `REDIS_URL` | the local stack's addresses |
 
+mod extras;
+mod grpc_ghz;
 mod load;
 mod memory;
+mod profile;
 mod report;
 mod service;
+mod tracing_cost;
 
 use std::{
     collections::BTreeMap,
@@ -63,7 +70,7 @@ pub struct Opts {
     pub drain_timeout: Duration,
     pub read_docs: usize,
     pub write_duration: Duration,
-    /// Which parts run (`BENCH_SECTIONS`, default `ingest,reads,memory`).
+    /// Which parts run (`BENCH_SECTIONS`, default `ingest,reads,memory,grpc,tracing`).
     pub sections: Vec<String>,
 }
 
@@ -104,7 +111,7 @@ impl Opts {
             drain_timeout: Duration::from_secs(env_num("BENCH_DRAIN_TIMEOUT_SECS", 240)?),
             read_docs: env_num("BENCH_READ_DOCS", 200)? as usize,
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
-            sections: env_or("BENCH_SECTIONS", "ingest,reads,memory")
+            sections: env_or("BENCH_SECTIONS", "ingest,reads,memory,grpc,tracing")
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .collect(),
@@ -210,14 +217,26 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     };
     let memory_peak = memory.as_ref().map(|m| m["peak_rss_bytes"].clone());
     if !wants("ingest") {
-        return Ok(json!({
+        let extras = extras::run(opts, names, mongo).await?;
+        let mut out = json!({
             "run_id": names.id,
             "date": chrono::Utc::now().to_rfc3339(),
             "memory_bound_peak_rss_bytes": memory_peak,
-            "targets": { "memory_bound_peak_rss_bytes_max": memory::RSS_BOUND },
+            "errors": extras.errors,
+            "targets": { "memory_bound_peak_rss_bytes_max": memory::RSS_BOUND, "errors_max": 0 },
             "memory_bound": memory,
-            "settings": { "sections": opts.sections },
-        }));
+            "grpc_ghz": extras.grpc,
+            "tracing": extras.tracing,
+            "settings": {
+                "sections": opts.sections,
+                "warmup_secs": opts.warmup.as_secs(),
+                "duration_secs": opts.duration.as_secs(),
+                "read_catalog_docs": opts.read_docs,
+            },
+            "machine": report::machine(opts, mongo).await,
+        });
+        merge_extras(&mut out, &extras);
+        return Ok(out);
     }
     let mut errors: u64 = 0;
     let machine = report::machine(opts, mongo).await;
@@ -314,7 +333,9 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     let top = opts.concurrency.iter().copied().max().unwrap_or(1);
     let cached_get_ratio = cached_ratios.get(&top.to_string()).copied();
 
-    Ok(json!({
+    let extras = extras::run(opts, names, mongo).await?;
+    errors += extras.errors;
+    let mut out = json!({
         "run_id": names.id,
         "date": chrono::Utc::now().to_rfc3339(),
         "ingest_ratio": round(ingest_ratio, 3),
@@ -345,7 +366,25 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         "rest_writes": writes,
         "grpc": grpc,
         "memory_bound": memory,
-    }))
+        "grpc_ghz": extras.grpc,
+        "tracing": extras.tracing,
+    });
+    merge_extras(&mut out, &extras);
+    Ok(out)
+}
+
+/// The top-level figures and targets of the `grpc` and `tracing` sections.
+fn merge_extras(out: &mut Value, extras: &extras::Extras) {
+    if let (Some(o), Some(top)) = (out.as_object_mut(), extras.top_level().as_object()) {
+        for (k, v) in top {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    let targets = &mut out["targets"];
+    targets["grpc_single_conn_ratio_min"] = json!(0.5);
+    targets["grpc_c1_p99_over_p50_max"] = json!(5.0);
+    targets["tracing_on_ratio_min"] = json!(0.7);
+    targets["tracing_spans_dropped_max"] = json!(0);
 }
 
 /// What the REST/gRPC part of the run measured.
@@ -592,7 +631,7 @@ fn product_doc(id: &ObjectId, i: usize, category: ObjectId, date: BsonDateTime) 
 /// Inserts the documents with `insert_many` in batches; the collection first
 /// gets the service's own indexes (by the service's own code), so the limit
 /// pays the same index maintenance per document as the service does.
-async fn bulk_insert(
+pub(crate) async fn bulk_insert(
     opts: &Opts,
     db: &mongodb::Database,
     ids: &[ObjectId],

@@ -109,9 +109,10 @@ pub fn markdown(r: &Value) -> String {
         r["run_id"].as_str().unwrap_or(""),
         r["date"].as_str().unwrap_or("")
     );
-    if m.is_null() {
-        // A memory-only run (BENCH_SECTIONS=memory).
+    if m.is_null() || r["ingest"].is_null() {
+        // A run without the ingest (BENCH_SECTIONS=memory, grpc, tracing).
         memory_rows(&mut s, &r["memory_bound"]);
+        extras_rows(&mut s, r);
         return s;
     }
     let _ = writeln!(
@@ -249,7 +250,84 @@ pub fn markdown(r: &Value) -> String {
     let _ = writeln!(s, "| RPC | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
     load_rows(&mut s, &r["grpc"], false);
     memory_rows(&mut s, &r["memory_bound"]);
+    extras_rows(&mut s, r);
     s
+}
+
+const LOAD_HEADER: &str = "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|";
+
+/// The `grpc` (ghz) and `tracing` sections: key figures, then their runs.
+fn extras_rows(s: &mut String, r: &Value) {
+    let (g, t) = (&r["grpc_ghz"], &r["tracing"]);
+    if g.is_null() && t.is_null() {
+        return;
+    }
+    let _ = writeln!(s, "| key figure | value | target | |\n|---|---|---|---|");
+    if !g.is_null() {
+        let ratio = &r["grpc_single_conn_ratio"];
+        let _ = writeln!(
+            s,
+            "| `grpc_single_conn_ratio` = ghz GetByID c=64 on one connection / REST cached GET c=64 | {} | ≥ 0.5 | {} |",
+            num(ratio),
+            met(ratio.as_f64().unwrap_or(0.0) >= 0.5)
+        );
+        let p = &r["grpc_c1_p99_over_p50"];
+        let _ = writeln!(
+            s,
+            "| `grpc_c1_p99_over_p50` (ghz GetByID c=1) | {} | ≤ 5 | {} |",
+            num(p),
+            met(p.as_f64().is_some_and(|p| p <= 5.0))
+        );
+    }
+    if !t.is_null() {
+        let ratio = &r["tracing_on_ratio"];
+        let _ = writeln!(
+            s,
+            "| `tracing_on_ratio` = cached GET c=64, every span exported / no exporter | {} | ≥ 0.7 | {} |",
+            num(ratio),
+            met(ratio.as_f64().unwrap_or(0.0) >= 0.7)
+        );
+        let d = &t["spans_dropped"];
+        let _ = writeln!(
+            s,
+            "| spans dropped (export queue full) during that run; spans per request {} | {} | 0 | {} |",
+            num(&t["spans_per_request"]),
+            num(d),
+            met(d.as_u64() == Some(0))
+        );
+    }
+    let _ = writeln!(s);
+    if !g.is_null() {
+        let _ = writeln!(
+            s,
+            "**gRPC with ghz** (cached `GetByID`; REST reference: wrk on the same instance)\n"
+        );
+        let _ = writeln!(s, "{LOAD_HEADER}");
+        let mut runs = vec![g["rest_get_cached"].clone()];
+        runs.extend(g["ghz"].as_array().cloned().unwrap_or_default());
+        load_rows(s, &Value::Array(runs), true);
+        let _ = writeln!(s);
+    }
+    if !t.is_null() {
+        let _ = writeln!(
+            s,
+            "**Tracing cost** (cached GET; traced instance: `{}`)\n",
+            t["tracing_on_env"].as_str().unwrap_or("")
+        );
+        let _ = writeln!(s, "{LOAD_HEADER}");
+        load_rows(
+            s,
+            &Value::Array(vec![t["tracing_off"].clone(), t["tracing_on"].clone()]),
+            true,
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "One traced GET as Jaeger stored it: {} spans ({}).\n",
+            num(&t["one_trace"]["spans"]),
+            t["one_trace"]["names"]
+        );
+    }
 }
 
 /// The memory bound: peak RSS with maximum-size products queued and the

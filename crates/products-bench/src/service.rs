@@ -33,6 +33,17 @@ fn free_addr() -> Result<String> {
 impl Service {
     /// Starts the binary and returns at once (the ingest run times from here).
     pub fn start_no_wait(opts: &Opts, names: &Names, so: ServiceOpts<'_>) -> Result<Self> {
+        Self::start_no_wait_with_env(opts, names, so, &[])
+    }
+
+    /// As [`Service::start_no_wait`], with more environment (after the rest,
+    /// so it can set what the defaults remove, such as an OTLP endpoint).
+    pub fn start_no_wait_with_env(
+        opts: &Opts,
+        names: &Names,
+        so: ServiceOpts<'_>,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let (http, grpc, metrics) = (free_addr()?, free_addr()?, free_addr()?);
         let log = opts.work_dir.join(format!("service-{}.log", so.name));
         let log = std::fs::File::create(&log).with_context(|| log.display().to_string())?;
@@ -53,9 +64,15 @@ impl Service {
             // Longer than a whole run: cached reads stay cached.
             .env("APP__REDIS__TTL_SECONDS", "3600")
             .env("APP__KAFKA__CONSUMER__ENABLED", so.consumer.to_string())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .env_remove("OTEL_TRACES_SAMPLER_ARG")
             .env_remove("PRODUCTS_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -71,7 +88,17 @@ impl Service {
 
     /// Starts the binary and waits for `/health`, then `/ready`.
     pub async fn start(opts: &Opts, names: &Names, so: ServiceOpts<'_>) -> Result<Self> {
-        let mut svc = Self::start_no_wait(opts, names, so)?;
+        Self::start_with_env(opts, names, so, &[]).await
+    }
+
+    /// As [`Service::start`], with more environment.
+    pub async fn start_with_env(
+        opts: &Opts,
+        names: &Names,
+        so: ServiceOpts<'_>,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut svc = Self::start_no_wait_with_env(opts, names, so, env)?;
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         for path in ["/health", "/ready"] {

@@ -200,7 +200,14 @@ impl ProductService {
     }
 
     /// Reads one product, from the cache when it has it.
-    #[tracing::instrument(name = "usecase.get_product", skip(self), err(level = "info"))]
+    // `product_id` as a string field: recording the argument itself would
+    // format it with Debug, an allocation per read.
+    #[tracing::instrument(
+        name = "usecase.get_product",
+        skip_all,
+        fields(product_id = id),
+        err(level = "info")
+    )]
     pub async fn get(&self, id: &str) -> Result<Product, AppError> {
         let id = parse_id(id)?;
         match self.cache.get(&id).await {

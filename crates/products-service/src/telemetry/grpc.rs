@@ -49,10 +49,10 @@ where
         let method = request.uri().path().to_owned();
         let span = tracing::info_span!(
             "grpc.request",
-            otel.name = %method,
+            otel.name = method.as_str(),
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.method = %method,
+            rpc.method = method.as_str(),
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );

@@ -31,6 +31,10 @@ impl Registry {
             .ok();
         let process = metrics_process::Collector::default();
         process.describe();
+        metrics::describe_counter!(
+            "otel_spans_total",
+            "Spans ended and sampled, by outcome: queued for export or dropped (export queue full); of the queued, exported or export_failed"
+        );
         metrics::gauge!(
             "build_info",
             "version" => env!("CARGO_PKG_VERSION"),
@@ -43,6 +47,17 @@ impl Registry {
     /// The current metrics in Prometheus text format.
     pub fn render(&self) -> String {
         self.process.collect();
+        // The span export counts (telemetry::export), as of now.
+        let counts = &super::export::COUNTS;
+        for (outcome, count) in [
+            ("queued", &counts.queued),
+            ("dropped", &counts.dropped),
+            ("exported", &counts.exported),
+            ("export_failed", &counts.export_failed),
+        ] {
+            metrics::counter!("otel_spans_total", "outcome" => outcome)
+                .absolute(count.load(std::sync::atomic::Ordering::Relaxed));
+        }
         self.handle
             .as_ref()
             .map(PrometheusHandle::render)

@@ -26,6 +26,11 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
 /// Makes `span` a child of the trace the request carries.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    // Nothing to continue when no span is exported (saves a header parse
+    // and a global lookup per request).
+    if !super::traces_exported() {
+        return;
+    }
     if let Err(err) = span.set_parent(extract(headers)) {
         tracing::debug!(error = ?err, "trace context not continued");
     }

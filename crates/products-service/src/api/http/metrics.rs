@@ -18,9 +18,12 @@ pub async fn track(request: Request, next: Next) -> Response {
     // (The OpenTelemetry span already exists, so it is renamed directly.)
     let span = tracing::Span::current();
     span.record("http.route", route.as_str());
-    span.context()
-        .span()
-        .update_name(format!("{method} {route}"));
+    // Only when spans are exported: a name and a context lookup per request.
+    if crate::telemetry::traces_exported() {
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
+    }
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];

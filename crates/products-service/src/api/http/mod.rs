@@ -82,10 +82,10 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                 .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
                     let span = tracing::info_span!(
                         "http.request",
-                        otel.name = %request.method(),
+                        otel.name = request.method().as_str(),
                         otel.kind = "server",
-                        http.request.method = %request.method(),
-                        url.path = %request.uri().path(),
+                        http.request.method = request.method().as_str(),
+                        url.path = request.uri().path(),
                         http.route = tracing::field::Empty,
                         http.response.status_code = tracing::field::Empty,
                         otel.status_code = tracing::field::Empty,
