@@ -268,17 +268,15 @@ async fn a_ninety_second_database_outage_dead_letters_nothing() {
     .await;
     db.stop();
     let outage = Instant::now();
-    // Readiness says the pipeline is held up by a dependency.
+    // Readiness says the pipeline is held up by a dependency. (The gauge
+    // `kafka_consumer_blocked_partitions` says it too, but the metrics of the
+    // apps this test binary runs side by side share one process-wide
+    // registry, so it is checked in the applier's unit tests instead.)
     eventually(Duration::from_secs(20), || async {
         let ready = app.get_json("/ready").await;
         ready["checks"]["command_pipeline"] == "down"
     })
     .await;
-    assert!(app
-        .metrics_text()
-        .await
-        .lines()
-        .any(|l| l.starts_with("kafka_consumer_blocked_partitions") && !l.ends_with(" 0")));
     tokio::time::sleep(Duration::from_secs(90).saturating_sub(outage.elapsed())).await;
     db.restart().await;
     stream.await.unwrap();
