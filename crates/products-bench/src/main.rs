@@ -764,15 +764,12 @@ fn dead_letters(opts: &Opts, names: &Names) -> Result<u64> {
     Ok(total)
 }
 
-async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<()> {
-    mongo.database(&names.database).drop().await?;
-    mongo.database(&names.read_database).drop().await?;
-    for batch in BULK_BATCH_SIZES {
-        mongo
-            .database(&format!("{}{batch}", names.bulk_database_prefix))
-            .drop()
-            .await?;
-    }
+/// Deletes the run's three topics (of `names`) and the given consumer groups.
+pub(crate) async fn delete_topics_and_groups(
+    opts: &Opts,
+    names: &Names,
+    groups: &[&str],
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .create()?;
@@ -783,16 +780,26 @@ async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
             &options,
         )
         .await?;
-    for r in admin
-        .delete_groups(&[&names.group, &names.raw_group], &options)
-        .await?
-    {
+    for r in admin.delete_groups(groups, &options).await? {
         if let Err((g, e)) = r {
             if !e.to_string().contains("GroupIdNotFound") {
                 eprintln!("deleting consumer group {g}: {e}");
             }
         }
     }
+    Ok(())
+}
+
+async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<()> {
+    mongo.database(&names.database).drop().await?;
+    mongo.database(&names.read_database).drop().await?;
+    for batch in BULK_BATCH_SIZES {
+        mongo
+            .database(&format!("{}{batch}", names.bulk_database_prefix))
+            .drop()
+            .await?;
+    }
+    delete_topics_and_groups(opts, names, &[&names.group, &names.raw_group]).await?;
     let client = redis::Client::open(opts.redis_url.as_str())?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = redis::cmd("KEYS")

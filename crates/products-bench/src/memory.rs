@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use mongodb::bson::oid::ObjectId;
 use rdkafka::{
-    admin::{AdminClient, AdminOptions},
-    client::DefaultClientContext,
     producer::{DefaultProducerContext, Producer, ThreadedProducer},
     ClientConfig,
 };
@@ -60,17 +58,7 @@ pub async fn memory_bound(opts: &Opts, names: &Names) -> Result<Value> {
     names.group = format!("bench-{}-memory", names.id);
     crate::create_topics(opts, &names).await?;
     let result = run(opts, &names, n, watch).await;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
-        .create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    admin
-        .delete_topics(
-            &[&names.topic_create, &names.topic_update, &names.topic_dlq],
-            &options,
-        )
-        .await?;
-    let _ = admin.delete_groups(&[&names.group], &options).await;
+    crate::delete_topics_and_groups(opts, &names, &[&names.group]).await?;
     result
 }
 
