@@ -22,7 +22,6 @@ use std::{
 };
 
 use common::{
-    eventually,
     kafka::read_all,
     processes::{describe_group, PrivateKafkaCluster},
     products::product_body,
@@ -167,6 +166,45 @@ impl GroupStats {
         self.pause_count += other.pause_count;
         self.hook_sum += other.hook_sum;
         self.hook_count += other.hook_count;
+    }
+}
+
+/// Waits until the replicas own every partition of both command topics
+/// between them (a minute at most), printing the group as the brokers see
+/// it if they do not.
+async fn wait_every_partition_owned(
+    http: &reqwest::Client,
+    replicas: &[Replica],
+    settings: &products_service::config::Settings,
+    log_dir: &std::path::Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = Vec::new();
+        for replica in replicas {
+            owned.push(
+                replica
+                    .metric(http, "kafka_consumer_assigned_partitions")
+                    .await,
+            );
+        }
+        if owned.iter().sum::<f64>() == 2.0 * f64::from(settings.kafka.partitions) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let (brokers, group) = (
+                settings.kafka.brokers.clone(),
+                settings.kafka.group_id.clone(),
+            );
+            let described = tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
+                .await
+                .unwrap();
+            panic!(
+                "partitions owned by the replicas: {owned:?}; the group:\n{described}\nlogs in {}",
+                log_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -407,34 +445,7 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
 
     // Every partition has a live owner again (the killed replica's session
     // has expired by now, or it came back under its static id).
-    let owners_deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut owned = Vec::new();
-        for replica in &replicas {
-            owned.push(
-                replica
-                    .metric(&http, "kafka_consumer_assigned_partitions")
-                    .await,
-            );
-        }
-        if owned.iter().sum::<f64>() == 2.0 * f64::from(settings.kafka.partitions) {
-            break;
-        }
-        if Instant::now() > owners_deadline {
-            let (brokers, group) = (
-                settings.kafka.brokers.clone(),
-                settings.kafka.group_id.clone(),
-            );
-            let described = tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
-                .await
-                .unwrap();
-            panic!(
-                "partitions owned by the replicas: {owned:?}; the group:\n{described}\nlogs in {}",
-                log_dir.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_every_partition_owned(&http, &replicas, &settings, &log_dir).await;
 
     stop_writing.cancel();
     for writer in writers {
@@ -541,6 +552,8 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // And still after the broker's return.
+    wait_every_partition_owned(&http, &replicas, &settings, &log_dir).await;
     done.cancel();
     probes.await.unwrap();
     let dead_letter_topic = settings.kafka.topics.dead_letter.clone();
