@@ -12,6 +12,8 @@ use std::{
 
 use serde_yaml::{Mapping, Value};
 
+use crate::common::{read, repo_root};
+
 const REQUIRED_SERVICES: &[&str] = &[
     "products-service",
     "mongodb",
@@ -46,15 +48,6 @@ const GRAFANA_DASHBOARD_PROVIDERS: &str = "/etc/grafana/provisioning/dashboards"
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
-}
 
 /// Parses a YAML file and resolves `<<` merge keys (docker compose does too).
 fn yaml_file(path: &Path) -> Value {

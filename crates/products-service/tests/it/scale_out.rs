@@ -10,8 +10,6 @@
 //! rolling restart rebalanced none of the other replicas, and reads (REST and
 //! gRPC) on the live replicas never stalled for a second.
 
-mod common;
-
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -23,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     eventually, free_port, kafka::read_all, processes::PrivateKafkaCluster, products::product_body,
     test_settings, unique,
 };

@@ -7,24 +7,25 @@
 //! Requests are held in flight without sleeping in the service: their
 //! bodies (REST) or request streams (gRPC) stay open, so the handlers wait.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    eventually, products::product_body, products::CATEGORY, spawn_app_with, test_settings, unique,
-    TestApp,
-};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use products_service::{
     api::grpc::pb::{
-        products_service_client::ProductsServiceClient, CreateReq, DeleteReq, GetByIdReq, SearchReq,
+        products_service_client::ProductsServiceClient, DeleteReq, GetByIdReq, SearchReq,
     },
     config::Settings,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tonic::{codegen::http::uri::PathAndQuery, transport::Channel, Code};
+
+use crate::common::{
+    eventually,
+    grpc::create_req,
+    products::{accepted_id, product_body},
+    spawn_app_with, test_settings, unique, TestApp,
+};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "products-service";
@@ -199,11 +200,7 @@ async fn rest_writes_need_a_valid_token_with_the_write_scope() {
     // Allowed: a JWT with the scope, or an API key.
     for token in [credentials.valid(), credentials.api_key.clone()] {
         let created = send(&app, Method::POST, "/api/v1/products", Some(&token)).await;
-        assert_eq!(created.status(), StatusCode::ACCEPTED);
-        let id = created.json::<Value>().await.unwrap()["productId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = accepted_id(created).await;
         let path = format!("/api/v1/products/{id}");
         let updated = send(&app, Method::PUT, &path, Some(&token)).await;
         assert_eq!(updated.status(), StatusCode::ACCEPTED);
@@ -272,7 +269,7 @@ async fn protected_reads_need_a_valid_token_but_probes_and_docs_stay_public() {
     }
 
     // gRPC reads are protected the same way.
-    let mut grpc = grpc_client(&app).await;
+    let mut grpc = app.grpc_client().await;
     let search = || SearchReq {
         search: "x".to_owned(),
         page: 1,
@@ -295,12 +292,6 @@ async fn protected_reads_need_a_valid_token_but_probes_and_docs_stay_public() {
         .unwrap();
 }
 
-async fn grpc_client(app: &TestApp) -> ProductsServiceClient<Channel> {
-    ProductsServiceClient::connect(app.grpc_url())
-        .await
-        .unwrap()
-}
-
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
@@ -309,24 +300,11 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-fn create_req(name: &str) -> CreateReq {
-    CreateReq {
-        category_id: CATEGORY.to_owned(),
-        name: name.to_owned(),
-        description: "Made over gRPC".to_owned(),
-        price: 12.5,
-        image_url: String::new(),
-        photos: vec![],
-        quantity: 4,
-        rating: 9,
-    }
-}
-
 #[tokio::test]
 async fn grpc_writes_need_a_valid_token_with_the_write_scope() {
     let credentials = Credentials::generate();
     let app = spawn_app_with(credentials.settings(false)).await;
-    let mut grpc = grpc_client(&app).await;
+    let mut grpc = app.grpc_client().await;
 
     let err = grpc.create(create_req("Grpc guarded")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -437,7 +415,7 @@ async fn grpc_message_size_is_limited_both_ways_and_page_size_is_capped() {
     let mut settings = test_settings();
     settings.grpc.max_message_bytes = 4096;
     let app = spawn_app_with(settings).await;
-    let mut grpc = grpc_client(&app).await;
+    let mut grpc = app.grpc_client().await;
 
     // Request over the limit: refused before decoding.
     let mut huge = create_req("Huge");
@@ -716,7 +694,7 @@ async fn over_the_rate_limit_a_client_gets_429_with_retry_after() {
     let health = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     // The budget is per client across both APIs.
-    let mut grpc = grpc_client(&app).await;
+    let mut grpc = app.grpc_client().await;
     let err = grpc
         .search(SearchReq {
             search: "x".to_owned(),
