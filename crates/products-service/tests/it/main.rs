@@ -24,6 +24,7 @@ mod kafka_cluster;
 mod kafka_pipeline;
 mod kafka_sasl;
 mod lifecycle;
+mod limits;
 mod openapi_conformance;
 mod pipeline_guarantees;
 mod resilience;
