@@ -275,6 +275,9 @@ pub struct ConsumerSettings {
     /// outages are retried for as long as they last.
     pub retry_max_attempts: usize,
     pub retry_initial_backoff_ms: u64,
+    /// How long one attempt to apply a record may take before it counts as
+    /// the database being unavailable (and is retried).
+    pub apply_timeout_ms: u64,
     pub retry_max_backoff_ms: u64,
 }
 

@@ -103,9 +103,23 @@ pub struct RetryPolicy {
     pub max: Duration,
     /// Attempts in all for an `Internal` error before it is dead-lettered.
     pub internal_attempts: u32,
+    /// How long one attempt may take: a database that stops answering
+    /// (frozen, partitioned) is an outage like one that refuses, and a
+    /// worker's step in hand stays bounded (revocation waits for it).
+    pub attempt_timeout: Duration,
 }
 
 impl RetryPolicy {
+    /// The policy `kafka.consumer.retry_*` / `apply_timeout_ms` describe.
+    pub fn from_settings(consumer: &crate::config::ConsumerSettings) -> Self {
+        Self {
+            initial: Duration::from_millis(consumer.retry_initial_backoff_ms),
+            max: Duration::from_millis(consumer.retry_max_backoff_ms),
+            internal_attempts: u32::try_from(consumer.retry_max_attempts).unwrap_or(u32::MAX),
+            attempt_timeout: Duration::from_millis(consumer.apply_timeout_ms.max(1)),
+        }
+    }
+
     /// Endless, capped, jittered delays.
     fn delays(&self) -> impl Iterator<Item = Duration> {
         backon::ExponentialBuilder::default()
@@ -217,7 +231,14 @@ impl Applier {
                     Some(limit) => limit.acquire().await.ok(),
                     None => None,
                 };
-                operation().await
+                tokio::time::timeout(self.policy.attempt_timeout, operation())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(AppError::Unavailable(format!(
+                            "no answer within {:?}",
+                            self.policy.attempt_timeout
+                        )))
+                    })
             };
             let error = match result {
                 Err(error) if error.is_transient() => {
@@ -295,6 +316,7 @@ mod tests {
                 initial: Duration::from_millis(1),
                 max: Duration::from_millis(5),
                 internal_attempts: 3,
+                attempt_timeout: Duration::from_secs(5),
             },
             0,
         )

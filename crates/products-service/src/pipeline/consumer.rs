@@ -20,6 +20,11 @@
 //! - Revocation and shutdown cancel the worker's `stop` token: it finishes
 //!   the step in hand, stores what settled and leaves the rest (waiting
 //!   updates included) to the partition's next owner.
+//! - The receive loop runs on its own thread (`kafka-consumer`, with a
+//!   one-thread runtime); workers run on the service's runtime. librdkafka
+//!   calls the rebalance hook from inside the loop's poll, and the hook
+//!   waits for revoked workers to finish their step: that wait holds only
+//!   the loop's thread, never a thread serving HTTP or gRPC.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -60,8 +65,9 @@ use crate::{
 type TopicPartition = (String, i32);
 type PipelineConsumer = StreamConsumer<PipelineContext>;
 
-/// How long a revocation waits for workers to finish their step in hand.
-const REVOKE_GRACE: Duration = Duration::from_secs(10);
+/// How long a revocation waits for workers to finish their step in hand,
+/// beyond the longest a step can take (`apply_timeout_ms`).
+const REVOKE_MARGIN: Duration = Duration::from_secs(2);
 
 /// Bytes a record holds in our buffers.
 fn record_bytes(message: &OwnedMessage) -> usize {
@@ -92,9 +98,15 @@ impl Workers {
     }
 }
 
-/// Rebalance hooks: runs on the thread that polls the consumer.
+/// Rebalance hooks: runs on the thread that polls the consumer (the
+/// receive loop's own thread, see the module doc).
 pub struct PipelineContext {
     workers: Arc<Workers>,
+    /// When the revocation now in progress started: the next assignment
+    /// ends it (`kafka_consumer_rebalance_duration_seconds`).
+    revoked_at: Mutex<Option<Instant>>,
+    /// How long a revocation waits for the revoked workers.
+    revoke_grace: Duration,
 }
 
 impl ClientContext for PipelineContext {
@@ -125,6 +137,9 @@ impl ConsumerContext for PipelineContext {
         };
         let started = Instant::now();
         metrics::counter!("kafka_consumer_rebalances_total", "event" => "revoke").increment(1);
+        // Eager rebalancing revokes everything owned; cooperative only what moves.
+        metrics::counter!("kafka_consumer_revoked_partitions_total")
+            .increment(partitions.count() as u64);
         let revoked: Vec<PartitionWorker> = {
             let mut workers = self.workers.lock();
             partitions
@@ -141,10 +156,12 @@ impl ConsumerContext for PipelineContext {
         for worker in &revoked {
             worker.stop.cancel();
         }
-        // Blocking here is intended: the partitions must not change hands
-        // before their settled offsets are stored. Workers run on other
-        // runtime threads and stop after the step in hand.
-        let deadline = Instant::now() + REVOKE_GRACE;
+        // Waiting here is intended: the partitions must not change hands
+        // before their settled offsets are stored, nor be worked by two
+        // workers at once. It holds the receive loop's own thread only;
+        // workers run on the service's runtime and stop after the step in
+        // hand (one database call, bounded by its timeout).
+        let deadline = Instant::now() + self.revoke_grace;
         for worker in revoked {
             drop(worker.sender);
             let left = deadline.saturating_duration_since(Instant::now());
@@ -154,12 +171,24 @@ impl ConsumerContext for PipelineContext {
         }
         metrics::histogram!("kafka_consumer_revocation_duration_seconds")
             .record(started.elapsed().as_secs_f64());
+        *self.revoked_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             tracing::info!(partitions = partitions.count(), "partitions assigned");
             metrics::counter!("kafka_consumer_rebalances_total", "event" => "assign").increment(1);
+            // Eager rebalancing stops every partition from the revocation
+            // to this assignment; cooperative, only the ones that move.
+            let revoked_at = self
+                .revoked_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(revoked_at) = revoked_at {
+                metrics::histogram!("kafka_consumer_rebalance_duration_seconds")
+                    .record(revoked_at.elapsed().as_secs_f64());
+            }
             // A partition paused under a previous assignment must not stay paused.
             if let Err(err) = consumer.resume(partitions) {
                 tracing::warn!(error = %err, "cannot resume assigned partitions");
@@ -199,6 +228,8 @@ struct Pipeline {
 pub struct CommandConsumer {
     pipeline: Arc<Pipeline>,
     workers: Arc<Workers>,
+    /// The service's runtime, where the partition workers run.
+    workers_runtime: tokio::runtime::Handle,
 }
 
 impl CommandConsumer {
@@ -238,6 +269,8 @@ impl CommandConsumer {
             )
             .create_with_context(PipelineContext {
                 workers: workers.clone(),
+                revoked_at: Mutex::new(None),
+                revoke_grace: RetryPolicy::from_settings(c).attempt_timeout + REVOKE_MARGIN,
             })?;
         consumer.subscribe(&[&settings.topics.create, &settings.topics.update])?;
         // Present from the start, so dashboards and alerts see 0, not nothing.
@@ -255,17 +288,47 @@ impl CommandConsumer {
                     batch_bytes: c.create_batch_max_bytes.max(1),
                     waiting_limit: c.waiting_updates_max.max(1),
                     waiting_budget: Duration::from_millis(c.not_found_wait_ms),
-                    retry: retry_policy(settings),
+                    retry: RetryPolicy::from_settings(c),
                 },
                 shutdown,
                 stop_grace: shutdown_grace * 3 / 8,
             }),
             workers,
+            workers_runtime: tokio::runtime::Handle::current(),
         })
     }
 
-    /// The receive loop; returns after a graceful shutdown.
+    /// Runs the receive loop on its own thread until a graceful shutdown
+    /// has finished.
     pub async fn run(self) {
+        let (finished_tx, finished) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start the consumer's runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(self.receive_loop());
+                // A consumer close that overran its grace is left behind.
+                runtime.shutdown_background();
+                drop(finished_tx);
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = finished.await;
+            }
+            Err(err) => tracing::error!(error = %err, "cannot start the consumer's thread"),
+        }
+    }
+
+    async fn receive_loop(self) {
         let shutdown = self.pipeline.shutdown.clone();
         let mut tasks = tokio::task::JoinSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -412,12 +475,13 @@ impl CommandConsumer {
             ),
         };
         let span = tracing::info_span!("partition_worker", topic, partition);
-        tasks.spawn(
+        tasks.spawn_on(
             async move {
                 worker.run().await;
                 drop(finished_tx);
             }
             .instrument(span),
+            &self.workers_runtime,
         );
         PartitionWorker {
             sender,
@@ -468,15 +532,6 @@ impl CommandConsumer {
             Ok(Err(err)) => tracing::warn!(error = %err, "closing the consumer failed"),
             Err(_) => tracing::warn!("the consumer did not close in time; leaving it"),
         }
-    }
-}
-
-fn retry_policy(settings: &KafkaSettings) -> RetryPolicy {
-    let c = &settings.consumer;
-    RetryPolicy {
-        initial: Duration::from_millis(c.retry_initial_backoff_ms),
-        max: Duration::from_millis(c.retry_max_backoff_ms),
-        internal_attempts: u32::try_from(c.retry_max_attempts).unwrap_or(u32::MAX),
     }
 }
 
@@ -753,6 +808,10 @@ impl Worker {
         span: &tracing::Span,
         received: Instant,
     ) -> Result<(), Stopped> {
+        // A revoked worker takes no new step, dead letters included.
+        if self.stop.is_cancelled() {
+            return Err(Stopped);
+        }
         let write = Failure {
             kind: failure.reason.fqcn(),
             message: failure.message.clone(),

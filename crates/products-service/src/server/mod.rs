@@ -121,11 +121,7 @@ impl Application {
         let consumer = &settings.kafka.consumer;
         let applier = Applier::new(
             products.clone(),
-            RetryPolicy {
-                initial: Duration::from_millis(consumer.retry_initial_backoff_ms),
-                max: Duration::from_millis(consumer.retry_max_backoff_ms),
-                internal_attempts: u32::try_from(consumer.retry_max_attempts).unwrap_or(u32::MAX),
-            },
+            RetryPolicy::from_settings(consumer),
             consumer.workers,
         );
         // Not ready while the consumer is held up by a dependency: its

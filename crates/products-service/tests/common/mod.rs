@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod mongo;
 pub mod processes;
 pub mod products;
+pub mod replica;
 
 use std::{
     net::SocketAddr,
@@ -154,6 +155,10 @@ pub fn test_settings() -> Settings {
     settings.kafka.topics.create = format!("{run}_create-product");
     settings.kafka.topics.update = format!("{run}_update-product");
     settings.kafka.topics.dead_letter = format!("{run}_dead-letter-queue");
+    // Tests create their own topics on the one local broker, run after run:
+    // 3 partitions each keep it light (the default, 12, is for scaling out;
+    // scale_out.rs and the rebalance tests use more).
+    settings.kafka.partitions = 3;
     // Fast retries keep failure tests short; the budget still spans seconds.
     settings.kafka.consumer.retry_initial_backoff_ms = 50;
     settings.kafka.consumer.retry_max_backoff_ms = 1000;

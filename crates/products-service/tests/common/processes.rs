@@ -140,6 +140,18 @@ impl PrivateFerretDb {
     pub fn stop(&mut self) {
         stop(&mut self.child);
     }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay
+    /// open but nothing is answered, like a hung or partitioned database.
+    pub fn freeze(&self, frozen: bool) {
+        let Some(child) = &self.child else { return };
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
 }
 
 impl Drop for PrivateFerretDb {
