@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use products_service::config::Settings;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     message::{Header, OwnedHeaders, OwnedMessage},
@@ -99,6 +100,37 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
         }
     }
     messages
+}
+
+/// [`read_all`] on a blocking thread, for async tests.
+pub async fn read_all_async(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || read_all(&brokers, &topic))
+        .await
+        .unwrap()
+}
+
+/// [`lag`] on a blocking thread, for async tests; `None` when a broker
+/// request failed.
+pub async fn lag_async(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || lag(&brokers, &group, &topic))
+        .await
+        .ok()
+}
+
+/// Waits (30 s at most) until the app's consumer group has consumed both
+/// command topics to their end.
+pub async fn wait_for_zero_lag(brokers: &str, settings: &Settings) {
+    for topic in [&settings.kafka.topics.create, &settings.kafka.topics.update] {
+        super::eventually(Duration::from_secs(30), || async {
+            lag_async(brokers, &settings.kafka.group_id, topic)
+                .await
+                .unwrap()
+                == 0
+        })
+        .await;
+    }
 }
 
 /// Total records between the group's committed offsets and the log end.

@@ -3,13 +3,16 @@
 //! database and Redis key prefix so tests run in parallel without sharing data.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod grpc;
 pub mod kafka;
+pub mod mongo;
 pub mod processes;
 pub mod products;
 pub mod replica;
 
 use std::{
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::Once,
     time::{Duration, Instant},
 };
@@ -92,14 +95,28 @@ pub fn free_port() -> u16 {
 }
 
 /// Where the stack scripts cache their downloads and builds.
-pub fn stack_cache() -> std::path::PathBuf {
+pub fn stack_cache() -> PathBuf {
     std::env::var("PRODUCTS_STACK_CACHE").map_or_else(
-        |_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/products-stack")
-        },
-        std::path::PathBuf::from,
+        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/products-stack"),
+        PathBuf::from,
     )
+}
+
+/// The repository's root (for tests that read its files).
+pub fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// A file's text; the test fails naming the file when it cannot be read.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+}
+
+/// Sends `request` and returns the answer's status.
+pub async fn status_of(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
+    request.send().await.unwrap().status()
 }
 
 /// A name no other test uses (for databases, topics, key prefixes).
@@ -213,17 +230,4 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// How many products the app's database holds.
-pub async fn product_count(settings: &Settings) -> u64 {
-    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
-        .await
-        .unwrap();
-    client
-        .database(&settings.mongo.database)
-        .collection::<mongodb::bson::Document>(&settings.mongo.collection)
-        .count_documents(mongodb::bson::doc! {})
-        .await
-        .unwrap_or(0)
 }

@@ -6,8 +6,11 @@
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{Arc, OnceLock},
     time::Duration,
 };
+
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{eventually, free_port, stack_cache};
 
@@ -82,11 +85,7 @@ pub fn ferretdb_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FERRETDB_BIN") {
         return path.into();
     }
-    let cache = std::env::var("PRODUCTS_STACK_CACHE").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/products-stack"),
-        PathBuf::from,
-    );
-    cache.join("ferretdb-1.24.2/ferretdb")
+    stack_cache().join("ferretdb-1.24.2/ferretdb")
 }
 
 impl PrivateFerretDb {
@@ -234,6 +233,20 @@ pub struct PrivateKafkaCluster {
     dir: PathBuf,
     nodes: Vec<KafkaNode>,
     scram: bool,
+    /// Held by clusters of more than one node, released on drop.
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+/// At most one multi-node cluster runs at a time in the test process: the
+/// tests that start one (`kafka_cluster`, `scale_out`) each ran alone in a
+/// binary of their own before they shared one, and two of them at once (6
+/// JVMs, plus service replicas) on a 2-core machine would push both past
+/// their timing bounds.
+async fn cluster_turn() -> OwnedMutexGuard<()> {
+    static TURN: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
+    Arc::clone(TURN.get_or_init(Arc::default))
+        .lock_owned()
+        .await
 }
 
 impl PrivateKafkaCluster {
@@ -246,6 +259,11 @@ impl PrivateKafkaCluster {
     /// that user, whose credential is written at format time.
     pub async fn start_with_scram(size: usize, user: Option<(&str, &str)>) -> Self {
         assert!(size >= 1, "a cluster has at least one node");
+        let turn = if size > 1 {
+            Some(cluster_turn().await)
+        } else {
+            None
+        };
         let dir = std::env::temp_dir().join(super::unique("kafka"));
         let nodes: Vec<KafkaNode> = (0..size)
             .map(|_| KafkaNode {
@@ -259,6 +277,7 @@ impl PrivateKafkaCluster {
             dir,
             nodes,
             scram: user.is_some(),
+            _turn: turn,
         };
         for id in cluster.ids() {
             std::fs::create_dir_all(cluster.data_dir(id)).unwrap();

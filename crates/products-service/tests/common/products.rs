@@ -1,10 +1,73 @@
-//! Product fixtures shared by the API tests.
+//! Product fixtures shared by the API tests: payloads, and `TestApp`
+//! methods for each REST product route.
 
 use std::time::{Duration, Instant};
 
+use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::TestApp;
+
+/// One method per REST product route; each sends the request and returns
+/// the answer unread.
+impl TestApp {
+    /// The URL of product `id`.
+    pub fn product_url(&self, id: &str) -> String {
+        self.url(&format!("/api/v1/products/{id}"))
+    }
+
+    /// `POST /api/v1/products` with `body`.
+    pub async fn post_product(&self, body: &Value) -> Response {
+        self.client
+            .post(self.url("/api/v1/products"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `PUT /api/v1/products/{id}` with `body`.
+    pub async fn put_product(&self, id: &str, body: &Value) -> Response {
+        self.client
+            .put(self.product_url(id))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/v1/products/{id}`.
+    pub async fn get_product(&self, id: &str) -> Response {
+        self.client.get(self.product_url(id)).send().await.unwrap()
+    }
+
+    /// `DELETE /api/v1/products/{id}`.
+    pub async fn delete_product(&self, id: &str) -> Response {
+        self.client
+            .delete(self.product_url(id))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/v1/products/search?{query}` (`query` already URL-encoded).
+    pub async fn search_products(&self, query: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/api/v1/products/search?{query}")))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The id in a 202's `{productId}` body.
+pub async fn accepted_id(response: Response) -> String {
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json::<Value>().await.unwrap()["productId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
 
 pub const CATEGORY: &str = "65a1f0c2e4b0a1b2c3d4e5f7";
 
@@ -73,13 +136,7 @@ pub fn cause_fields(body: &Value) -> Vec<String> {
 /// POSTs a product (202 Accepted, through Kafka) and waits until the
 /// consumer applied it; returns it as `GET` answers.
 pub async fn create_product(app: &TestApp, body: &Value) -> Value {
-    let response = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_product(body).await;
     assert_eq!(response.status(), 202, "{:?}", response.text().await);
     let accepted: Value = response.json().await.unwrap();
     let id = accepted["productId"].as_str().unwrap().to_owned();
@@ -93,7 +150,7 @@ pub async fn wait_for_product(
     id: &str,
     condition: impl Fn(&Value) -> bool,
 ) -> Value {
-    let url = app.url(&format!("/api/v1/products/{id}"));
+    let url = app.product_url(id);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = None;
     while Instant::now() < deadline {
@@ -116,13 +173,7 @@ pub async fn wait_for_product(
 
 /// PUTs new fields (202 Accepted) and waits until the change is visible.
 pub async fn update_product(app: &TestApp, id: &str, body: &Value) -> Value {
-    let response = app
-        .client
-        .put(app.url(&format!("/api/v1/products/{id}")))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_product(id, body).await;
     assert_eq!(response.status(), 202, "{:?}", response.text().await);
     let name = body["name"].clone();
     wait_for_product(app, id, |p| p["name"] == name).await

@@ -4,15 +4,13 @@
 //! Certificates come from `gen-cert` at test time. Readiness tells whether
 //! the service got through; wrong credentials or an untrusted CA do not.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use common::{
+use crate::common::{
     eventually, free_port,
     processes::ferretdb_binary,
     products::{create_product, product_body},

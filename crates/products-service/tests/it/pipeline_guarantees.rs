@@ -6,27 +6,26 @@
 //! not see stale products after a write is stored; shutdown is bounded.
 //! (Replaying dead letters once is in `kafka_pipeline.rs`.)
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::{
+use mongodb::bson::oid::ObjectId;
+use products_service::config::Settings;
+use serde_json::{json, Value};
+
+use crate::common::{
     eventually,
-    kafka::{header, produce, producer, read_all},
+    kafka::{header, produce, producer, read_all_async},
+    mongo::{product_count, stored_document},
     processes::PrivateFerretDb,
     products::{
         create_product, kafka_create_payload, kafka_update_payload, product_body, wait_for_product,
         CATEGORY,
     },
-    spawn_app_with, test_settings, TestApp, KAFKA,
+    spawn_app_with, test_settings, KAFKA,
 };
-use mongodb::bson::{doc, oid::ObjectId, Document};
-use products_service::config::Settings;
-use reqwest::StatusCode;
-use serde_json::{json, Value};
 
 /// One partition per topic: every record shares a worker, so a test can
 /// show that one product does not hold up another.
@@ -34,42 +33,6 @@ fn single_partition_settings() -> Settings {
     let mut settings = test_settings();
     settings.kafka.partitions = 1;
     settings
-}
-
-async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
-    request.send().await.unwrap().status()
-}
-
-async fn put(app: &TestApp, id: &str, body: &Value) -> StatusCode {
-    status_of(
-        app.client
-            .put(app.url(&format!("/api/v1/products/{id}")))
-            .json(body),
-    )
-    .await
-}
-
-async fn get_status(app: &TestApp, id: &str) -> StatusCode {
-    status_of(app.client.get(app.url(&format!("/api/v1/products/{id}")))).await
-}
-
-async fn dead_letters(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_all(KAFKA, &topic))
-        .await
-        .unwrap()
-}
-
-async fn stored_document(settings: &Settings, id: &str) -> Option<Document> {
-    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
-        .await
-        .unwrap();
-    client
-        .database(&settings.mongo.database)
-        .collection::<Document>(&settings.mongo.collection)
-        .find_one(doc! { "_id": ObjectId::parse_str(id).unwrap() })
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,10 +45,18 @@ async fn updates_of_unknown_products_do_not_hold_up_other_products() {
 
     let unknown: Vec<String> = (0..12).map(|_| ObjectId::new().to_hex()).collect();
     for id in &unknown {
-        assert_eq!(put(&app, id, &product_body("Ghost")).await, 202);
+        assert_eq!(
+            app.put_product(id, &product_body("Ghost")).await.status(),
+            202
+        );
     }
     let started = Instant::now();
-    assert_eq!(put(&app, real_id, &product_body("Renamed lamp")).await, 202);
+    assert_eq!(
+        app.put_product(real_id, &product_body("Renamed lamp"))
+            .await
+            .status(),
+        202
+    );
     wait_for_product(&app, real_id, |p| p["name"] == "Renamed lamp").await;
     let took = started.elapsed();
     assert!(
@@ -96,10 +67,10 @@ async fn updates_of_unknown_products_do_not_hold_up_other_products() {
     // Once their wait runs out, the unknown ones are dead-lettered.
     let topic = app.settings.kafka.topics.dead_letter.clone();
     eventually(Duration::from_secs(30), || async {
-        dead_letters(&topic).await.len() == unknown.len()
+        read_all_async(KAFKA, &topic).await.len() == unknown.len()
     })
     .await;
-    for letter in dead_letters(&topic).await {
+    for letter in read_all_async(KAFKA, &topic).await {
         assert_eq!(
             header(&letter, "kafka_dlt-exception-fqcn"),
             Some(&b"products_service::ProductNotFound"[..])
@@ -169,8 +140,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
     let create = kafka_create_payload(&id, "Doomed lamp");
     produce(&kafka, &topics.create, Some(&id), &create, &[]).await;
     wait_for_product(&app, &id, |_| true).await;
-    let url = app.url(&format!("/api/v1/products/{id}"));
-    assert_eq!(status_of(app.client.delete(&url)).await, 204);
+    assert_eq!(app.delete_product(&id).await.status(), 204);
 
     // Its create and an update delivered again (a crash, a group reset, a
     // replay), and a product created behind them as a marker.
@@ -180,8 +150,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
 
     // A delete that comes before its create is applied holds too.
     let early = ObjectId::new().to_hex();
-    let early_url = app.url(&format!("/api/v1/products/{early}"));
-    assert_eq!(status_of(app.client.delete(&early_url)).await, 404);
+    assert_eq!(app.delete_product(&early).await.status(), 404);
     produce(
         &kafka,
         &topics.create,
@@ -211,7 +180,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
     wait_for_product(&app, &marker, |p| p["name"] == "Marker lamp updated").await;
 
     for id in [&id, &early] {
-        assert_eq!(get_status(&app, id).await, 404, "{id} came back");
+        assert_eq!(app.get_product(id).await.status(), 404, "{id} came back");
     }
     let search = app
         .get_json("/api/v1/products/search?search=lamp&size=100")
@@ -224,7 +193,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
         .collect();
     assert_eq!(names, ["Marker lamp updated"], "{search}");
     assert_eq!(search["totalCount"], 1);
-    assert!(dead_letters(&topics.dead_letter).await.is_empty());
+    assert!(read_all_async(KAFKA, &topics.dead_letter).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +232,7 @@ async fn a_ninety_second_database_outage_dead_letters_nothing() {
         })
     };
     eventually(Duration::from_secs(30), || async {
-        common::product_count(&app.settings).await >= 10
+        product_count(&app.settings).await >= 10
     })
     .await;
     db.stop();
@@ -286,7 +255,7 @@ async fn a_ninety_second_database_outage_dead_letters_nothing() {
         wait_for_product(&app, id, |p| p["name"] == name.as_str()).await;
     }
     assert!(
-        dead_letters(&topics.dead_letter).await.is_empty(),
+        read_all_async(KAFKA, &topics.dead_letter).await.is_empty(),
         "an outage is not the messages' fault"
     );
     eventually(Duration::from_secs(10), || async {
@@ -337,7 +306,7 @@ async fn a_maximal_poison_record_is_dead_lettered_whole_and_the_next_is_applied(
     .await;
     wait_for_product(&app, &next, |_| true).await;
 
-    let letters = dead_letters(&topics.dead_letter).await;
+    let letters = read_all_async(KAFKA, &topics.dead_letter).await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     use rdkafka::Message;
@@ -386,7 +355,9 @@ async fn readers_see_every_stored_update_within_a_second() {
     let mut stored_at = Vec::new();
     for version in 1..=50u32 {
         assert_eq!(
-            put(&app, &id, &product_body(&format!("Version {version}"))).await,
+            app.put_product(&id, &product_body(&format!("Version {version}")))
+                .await
+                .status(),
             202
         );
         let name = format!("Version {version}");

@@ -1,11 +1,9 @@
 //! Smoke tests of the local stack itself (`make stack-up`): each component is
 //! the real thing, reachable on loopback from Rust.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{unique, JAEGER_QUERY, KAFKA, MONGO_URI, PROMETHEUS, REDIS_URL};
+use crate::common::{unique, JAEGER_QUERY, KAFKA, MONGO_URI, PROMETHEUS, REDIS_URL};
 use mongodb::bson::{doc, Document};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},

@@ -5,8 +5,6 @@
 //! (writes answer 503 within the delivery timeout), then both come back
 //! (writes succeed again, nothing accepted is lost, nothing is dead-lettered).
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     panic::AssertUnwindSafe,
@@ -17,18 +15,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    kafka::{lag, partition_leaders, read_all, topic_config},
-    processes::PrivateKafkaCluster,
-    products::product_body,
-    spawn_app_with, test_settings, TestApp,
-};
 use futures::FutureExt;
-use mongodb::bson::{doc, Document};
 use products_service::config::Settings;
 use reqwest::Method;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+use crate::common::{
+    kafka::{lag_async, partition_leaders, read_all, topic_config},
+    mongo::stored_products,
+    processes::PrivateKafkaCluster,
+    products::product_body,
+    spawn_app_with, test_settings, TestApp,
+};
 
 const DELIVERY_TIMEOUT_MS: u64 = 3000;
 /// The publisher answers at the latest 0.5 s after the delivery timeout; the
@@ -188,26 +187,10 @@ async fn wait_for_accepted(load: &Load, phase: u8, count: usize, deadline: Durat
 
 /// Every stored product: id -> name (straight from MongoDB).
 async fn stored(settings: &Settings) -> HashMap<String, String> {
-    use futures::TryStreamExt;
-    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
+    stored_products(settings)
         .await
-        .unwrap();
-    client
-        .database(&settings.mongo.database)
-        .collection::<Document>(&settings.mongo.collection)
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
         .into_iter()
-        .map(|d| {
-            (
-                d.get_object_id("_id").unwrap().to_hex(),
-                d.get_str("name").unwrap().to_owned(),
-            )
-        })
+        .map(|(id, d)| (id, d.get_str("name").unwrap().to_owned()))
         .collect()
 }
 
@@ -226,14 +209,9 @@ async fn wait_until_applied(
         let mut lag_total = 0;
         if missing == 0 {
             for topic in [&settings.kafka.topics.create, &settings.kafka.topics.update] {
-                let (brokers, group, topic) = (
-                    brokers.to_owned(),
-                    settings.kafka.group_id.clone(),
-                    topic.clone(),
-                );
                 // A failed measurement (a broker request timed out) counts
                 // as not caught up yet.
-                lag_total += tokio::task::spawn_blocking(move || lag(&brokers, &group, &topic))
+                lag_total += lag_async(brokers, &settings.kafka.group_id, topic)
                     .await
                     .unwrap_or(1);
             }

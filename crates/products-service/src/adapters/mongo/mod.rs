@@ -13,6 +13,9 @@
 //! so a redelivered create (insert with a known `_id`: duplicate key) or
 //! update cannot bring the product back; tombstones are purged after the
 //! command topics' retention (`mongo.tombstone_retention_hours`).
+//!
+//! [`document`] maps a product to its document and back; [`errors`]
+//! classifies driver errors.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::{
     bson::{doc, oid::ObjectId, Document},
-    error::{ErrorKind, WriteFailure},
+    error::ErrorKind,
     options::{ClientOptions, IndexOptions, ReturnDocument, Tls, TlsOptions},
     Client, Collection, Database, IndexModel,
 };
@@ -30,56 +33,21 @@ use products_core::{
         DeleteOutcome, InsertOutcome, PortError, ProductRepository, ProductUpdate, Revision,
         Stored, UpdateOrder, UpdateOutcome,
     },
-    domain::{
-        CategoryId, Description, HttpUrl, Price, Product, ProductId, ProductName, Quantity, Rating,
-        SearchPage, SearchQuery,
-    },
+    domain::{Product, ProductId, SearchPage, SearchQuery},
 };
-use serde::{Deserialize, Serialize};
 
 use crate::config::MongoSettings;
 
-/// How a product is stored (field names as the Go original stored them).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ProductDocument {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    category_id: ObjectId,
-    name: String,
-    description: String,
-    price: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    image_url: Option<String>,
-    #[serde(default)]
-    photos: Vec<String>,
-    quantity: i64,
-    rating: i64,
-    created_at: mongodb::bson::DateTime,
-    updated_at: mongodb::bson::DateTime,
-    /// Write counter; absent on documents written before it existed (0).
-    #[serde(default)]
-    rev: i64,
-}
+use self::{
+    document::{
+        bson_date, from_document, object_id, to_document, update_changes, ProductDocument,
+        DELETED_AT, LOG_OFFSET, LOG_PARTITION, PRODUCT_FIELDS, REV,
+    },
+    errors::{is_duplicate_key, port_error, DUPLICATE_KEY, NAMESPACE_NOT_FOUND},
+};
 
-/// Field names beyond the product's own.
-const REV: &str = "rev";
-const DELETED_AT: &str = "deletedAt";
-const LOG_PARTITION: &str = "logPartition";
-const LOG_OFFSET: &str = "logOffset";
-/// The product fields a tombstone drops.
-const PRODUCT_FIELDS: [&str; 10] = [
-    "categoryId",
-    "name",
-    "description",
-    "price",
-    "imageUrl",
-    "photos",
-    "quantity",
-    "rating",
-    "createdAt",
-    "updatedAt",
-];
+mod document;
+mod errors;
 
 #[derive(Clone)]
 pub struct MongoProductRepository {
@@ -336,31 +304,7 @@ impl ProductRepository for MongoProductRepository {
         order: UpdateOrder,
     ) -> Result<UpdateOutcome, PortError> {
         let started = Instant::now();
-        let draft = &update.draft;
-        let mut set = doc! {
-            "categoryId": ObjectId::from_bytes(draft.category_id.to_bytes()),
-            "name": draft.name.as_str(),
-            "description": draft.description.as_str(),
-            "price": draft.price.value(),
-            "photos": draft.photos.iter().map(HttpUrl::as_str).collect::<Vec<_>>(),
-            "quantity": draft.quantity.value(),
-            "rating": draft.rating.value(),
-            "updatedAt": bson_date(update.updated_at),
-        };
-        if let UpdateOrder::Log(position) = order {
-            set.insert(LOG_PARTITION, position.partition);
-            set.insert(LOG_OFFSET, position.offset);
-        }
-        let mut changes = doc! { "$inc": { REV: 1_i64 } };
-        match &draft.image_url {
-            Some(url) => {
-                set.insert("imageUrl", url.as_str());
-            }
-            None => {
-                changes.insert("$unset", doc! { "imageUrl": "" });
-            }
-        }
-        changes.insert("$set", set);
+        let changes = update_changes(update, order);
         let outcome = self
             .update_ordered(object_id(&update.id), order, changes)
             .await;
@@ -491,143 +435,11 @@ fn revision_of(rev: i64) -> Revision {
     Revision::try_from(rev).unwrap_or_default()
 }
 
-fn bson_date(t: DateTime<Utc>) -> mongodb::bson::DateTime {
-    mongodb::bson::DateTime::from_millis(t.timestamp_millis())
-}
-
-fn object_id(id: &ProductId) -> ObjectId {
-    ObjectId::from_bytes(id.to_bytes())
-}
-
-fn to_document(p: &Product) -> ProductDocument {
-    ProductDocument {
-        id: object_id(&p.id),
-        category_id: ObjectId::from_bytes(p.category_id.to_bytes()),
-        name: p.name.to_string(),
-        description: p.description.to_string(),
-        price: p.price.value(),
-        image_url: p.image_url.as_ref().map(ToString::to_string),
-        photos: p.photos.iter().map(ToString::to_string).collect(),
-        quantity: p.quantity.value(),
-        rating: p.rating.value(),
-        created_at: bson_date(p.created_at),
-        updated_at: bson_date(p.updated_at),
-        rev: 1,
-    }
-}
-
-/// Stored data is re-validated: a document written by another tool that breaks
-/// the rules is reported as corrupt instead of served.
-fn from_document(d: ProductDocument) -> Result<Product, PortError> {
-    let id = d.id.to_hex();
-    let corrupt = |field: &str, msg: String| {
-        PortError::Internal(format!("stored product {id} has invalid {field}: {msg}"))
-    };
-    let date = |dt: mongodb::bson::DateTime| {
-        DateTime::from_timestamp_millis(dt.timestamp_millis()).unwrap_or_default()
-    };
-    Ok(Product {
-        id: ProductId::from_bytes(d.id.bytes()),
-        category_id: CategoryId::from_bytes(d.category_id.bytes()),
-        name: ProductName::parse(&d.name).map_err(|m| corrupt("name", m))?,
-        description: Description::parse(&d.description).map_err(|m| corrupt("description", m))?,
-        price: Price::parse(d.price).map_err(|m| corrupt("price", m))?,
-        image_url: d
-            .image_url
-            .as_deref()
-            .map(HttpUrl::parse)
-            .transpose()
-            .map_err(|m| corrupt("imageUrl", m))?,
-        photos: d
-            .photos
-            .iter()
-            .map(|u| HttpUrl::parse(u))
-            .collect::<Result<_, _>>()
-            .map_err(|m| corrupt("photos", m))?,
-        quantity: Quantity::parse(d.quantity).map_err(|m| corrupt("quantity", m))?,
-        rating: Rating::parse(d.rating).map_err(|m| corrupt("rating", m))?,
-        created_at: date(d.created_at),
-        updated_at: date(d.updated_at),
-    })
-}
-
-const DUPLICATE_KEY: i32 = 11000;
-const NAMESPACE_NOT_FOUND: i32 = 26;
-
-fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
-        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
-
-/// Server error codes that mean "not now": the server is shutting down,
-/// stepping down, not primary, or the operation timed out.
-const TRANSIENT_CODES: [i32; 14] = [
-    6,     // HostUnreachable
-    7,     // HostNotFound
-    89,    // NetworkTimeout
-    91,    // ShutdownInProgress
-    189,   // PrimarySteppedDown
-    262,   // ExceededTimeLimit
-    9001,  // SocketException
-    10107, // NotWritablePrimary
-    11600, // InterruptedAtShutdown
-    11602, // InterruptedDueToReplStateChange
-    13435, // NotPrimaryNoSecondaryOk
-    13436, // NotPrimaryOrSecondary
-    50,    // MaxTimeMSExpired
-    64,    // WriteConcernFailed (wtimeout)
-];
-
-/// Server error codes that mean "never this document": retrying the same
-/// write cannot succeed.
-const REJECTED_CODES: [i32; 5] = [
-    2,     // BadValue
-    121,   // DocumentValidationFailure
-    10334, // BSONObjectTooLarge
-    17419, // document exceeds the maximum size after an update
-    17280, // key too large to index
-];
-
-/// Classifies a driver error by what the caller can do about it. Connection
-/// failures, server selection, pool resets, timeouts and shutdown/not-primary
-/// codes are transient whatever the labels say (FerretDB never sets
-/// `RetryableWriteError`); a too large or invalid document is the request's
-/// fault; the rest is internal. The driver's message can name hosts, never
-/// credentials.
-fn port_error(err: mongodb::error::Error) -> PortError {
-    let code = match err.kind.as_ref() {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::Shutdown => return PortError::Unavailable(err.to_string()),
-        ErrorKind::Command(e) => Some(e.code),
-        ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
-        ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => {
-            return PortError::Rejected(err.to_string())
-        }
-        _ => None,
-    };
-    if err.contains_label("RetryableWriteError")
-        || err.contains_label("TransientTransactionError")
-        || code.is_some_and(|c| TRANSIENT_CODES.contains(&c))
-    {
-        PortError::Unavailable(err.to_string())
-    } else if code.is_some_and(|c| REJECTED_CODES.contains(&c)) {
-        PortError::Rejected(err.to_string())
-    } else {
-        PortError::Internal(err.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{literal_pattern, port_error, MongoProductRepository};
+    use super::{literal_pattern, MongoProductRepository};
     use crate::config::{Secret, Settings};
-    use products_core::app::{PortError, ProductRepository};
+    use products_core::app::ProductRepository;
 
     fn closed_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -658,49 +470,6 @@ mod tests {
         let err = repository.ping().await.unwrap_err();
         let text = format!("{err} {err:?}");
         assert!(!text.contains("hunter2"), "{text}");
-    }
-
-    fn command_error(code: i32) -> mongodb::error::Error {
-        let failure: mongodb::error::CommandError = mongodb::bson::from_document(
-            mongodb::bson::doc! { "code": code, "codeName": "Test", "errmsg": "test" },
-        )
-        .unwrap();
-        mongodb::error::Error::from(mongodb::error::ErrorKind::Command(failure))
-    }
-
-    #[test]
-    fn connection_failures_are_transient() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let err = mongodb::error::Error::from(io);
-        assert!(matches!(port_error(err), PortError::Unavailable(_)));
-    }
-
-    #[test]
-    fn shutdown_and_not_primary_codes_are_transient() {
-        for code in [91, 189, 10107, 11600, 13435, 50] {
-            assert!(
-                matches!(port_error(command_error(code)), PortError::Unavailable(_)),
-                "code {code}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_too_large_or_invalid_document_is_rejected() {
-        for code in [10334, 121, 2] {
-            assert!(
-                matches!(port_error(command_error(code)), PortError::Rejected(_)),
-                "code {code}"
-            );
-        }
-    }
-
-    #[test]
-    fn other_server_errors_are_internal() {
-        assert!(matches!(
-            port_error(command_error(8000)),
-            PortError::Internal(_)
-        ));
     }
 
     #[test]

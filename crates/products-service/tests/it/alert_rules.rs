@@ -11,18 +11,19 @@
 //! `scripts/install-prereqs.sh`); set `PROMTOOL` to use another binary.
 //!
 //! ```sh
-//! cargo test -p products-service --test alert_rules
+//! cargo test -p products-service --test it alert_rules::
 //! ```
 
 use std::{
     collections::BTreeSet,
-    fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
+
+use crate::common::{read, repo_root};
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const ALERT_TESTS: &str = "deploy/prometheus/alerts.test.yml";
@@ -47,15 +48,6 @@ const GRAFANA_BUILTINS: &[&str] = &[
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
-}
 
 fn yaml(relative: &str) -> Yaml {
     let path = repo_root().join(relative);

@@ -7,11 +7,9 @@
 //! Bounded by `SCHEMATHESIS_MAX_EXAMPLES` (examples per operation, default
 //! 100); `SCHEMATHESIS_SEED` replays a run (the seed is printed).
 
-mod common;
-
 use std::{path::PathBuf, time::Instant};
 
-use common::{
+use crate::common::{
     products::{create_product, product_body},
     spawn_app, stack_cache,
 };

@@ -5,8 +5,6 @@
 //! offset committed; and a revocation that waits for a worker stuck on the
 //! database never stalls the service's HTTP.
 
-mod common;
-
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -16,11 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     eventually,
     kafka::{lag, produce, producer, read_all},
+    mongo::product_count,
     processes::PrivateFerretDb,
-    product_count,
     products::kafka_create_payload,
     replica::{wait_group_settled, Replica},
     spawn_app_with, test_settings, unique, KAFKA,

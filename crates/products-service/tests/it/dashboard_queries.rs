@@ -3,24 +3,16 @@
 //! service instance with Prometheus through file-based service discovery
 //! (`.stack/prometheus-targets/*.json`, see deploy/prometheus/prometheus.local.yml).
 
-mod common;
-
 use std::{path::PathBuf, time::Duration};
 
-use common::{
+use crate::common::{
     eventually,
     kafka::{produce, producer},
     products::{create_product, product_body, update_product},
-    spawn_app, unique, KAFKA, PROMETHEUS,
+    repo_root, spawn_app, unique, KAFKA, PROMETHEUS,
 };
-use products_service::api::grpc::pb::{
-    products_service_client::ProductsServiceClient, GetByIdReq, SearchReq,
-};
+use products_service::api::grpc::pb::{GetByIdReq, SearchReq};
 use serde_json::{json, Value};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Removes the discovery file when the test ends, however it ends.
 struct Registration(PathBuf);
@@ -102,9 +94,7 @@ async fn every_dashboard_query_returns_data_after_traffic() {
         app.client.get(app.url(&path)).send().await.unwrap();
     }
     // gRPC: a success and an error.
-    let mut grpc = ProductsServiceClient::connect(app.grpc_url())
-        .await
-        .unwrap();
+    let mut grpc = app.grpc_client().await;
     grpc.get_by_id(GetByIdReq {
         product_id: id.clone(),
     })

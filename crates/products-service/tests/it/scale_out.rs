@@ -10,8 +10,6 @@
 //! rolling restart rebalanced none of the other replicas, and reads (REST and
 //! gRPC) on the live replicas never stalled for a second.
 
-mod common;
-
 use std::{
     collections::HashMap,
     sync::{
@@ -21,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     kafka::read_all,
     processes::{describe_group, PrivateKafkaCluster},
     products::product_body,

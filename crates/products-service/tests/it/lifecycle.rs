@@ -1,14 +1,12 @@
 //! The service starts, answers `/health`, and stops cleanly: in-process via
 //! its shutdown token, and as a real process on SIGTERM and SIGINT.
 
-mod common;
-
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{eventually, free_port, spawn_app, unique};
+use crate::common::{eventually, free_port, spawn_app, unique};
 
 #[tokio::test]
 async fn health_answers_ok_and_the_app_stops_when_asked() {

@@ -3,11 +3,9 @@
 //! password in a secret file, produces and consumes through it (a REST write
 //! is applied); with a wrong password it reports Kafka not ready.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     eventually,
     processes::PrivateKafka,
     products::{create_product, product_body},

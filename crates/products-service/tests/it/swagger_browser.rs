@@ -2,11 +2,9 @@
 //! every asset served by the service itself (the browser runs with background
 //! networking off; no address but loopback is reachable or needed).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{spawn_app, unique};
+use crate::common::{spawn_app, unique};
 
 #[tokio::test]
 async fn swagger_ui_renders_every_operation_offline() {

@@ -1,23 +1,17 @@
 //! Dependencies failing under a running service. Each test stops a private
 //! Redis or FerretDB instance of its own, so other tests are not disturbed.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     eventually,
     processes::{PrivateFerretDb, PrivateRedis},
-    products::{create_product, product_body, update_product},
-    spawn_app_with, test_settings,
+    products::{create_product, product_body, update_product, wait_for_product},
+    spawn_app_with, status_of, test_settings,
 };
-use products_service::api::grpc::pb::{products_service_client::ProductsServiceClient, GetByIdReq};
+use products_service::api::grpc::pb::GetByIdReq;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-async fn status_of(request: reqwest::RequestBuilder) -> StatusCode {
-    request.send().await.unwrap().status()
-}
 
 #[tokio::test]
 async fn redis_outage_degrades_to_mongodb() {
@@ -28,13 +22,12 @@ async fn redis_outage_degrades_to_mongodb() {
 
     let created = create_product(&app, &product_body("Cache victim")).await;
     let id = created["productId"].as_str().unwrap().to_owned();
-    let product_url = app.url(&format!("/api/v1/products/{id}"));
-    assert_eq!(status_of(app.client.get(&product_url)).await, 200);
+    assert_eq!(app.get_product(&id).await.status(), 200);
 
     redis.stop();
 
     let started = Instant::now();
-    let read = app.client.get(&product_url).send().await.unwrap();
+    let read = app.get_product(&id).await;
     assert_eq!(read.status(), StatusCode::OK);
     assert_eq!(read.json::<Value>().await.unwrap(), created);
     assert!(
@@ -43,15 +36,8 @@ async fn redis_outage_degrades_to_mongodb() {
     );
     let read = update_product(&app, &id, &product_body("Still updatable")).await;
     assert_eq!(read["name"], "Still updatable");
-    assert_eq!(
-        status_of(
-            app.client
-                .get(app.url("/api/v1/products/search?search=still"))
-        )
-        .await,
-        200
-    );
-    assert_eq!(status_of(app.client.delete(&product_url)).await, 204);
+    assert_eq!(app.search_products("search=still").await.status(), 200);
+    assert_eq!(app.delete_product(&id).await.status(), 204);
 
     let ready = app.get_json("/ready").await;
     assert_eq!(ready["checks"]["redis"], "down");
@@ -75,15 +61,12 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
     let app = spawn_app_with(settings).await;
     let created = create_product(&app, &product_body("Survivor")).await;
     let id = created["productId"].as_str().unwrap().to_owned();
-    let product_url = app.url(&format!("/api/v1/products/{id}"));
-    let mut grpc = ProductsServiceClient::connect(app.grpc_url())
-        .await
-        .unwrap();
+    let mut grpc = app.grpc_client().await;
 
     db.stop();
 
     let started = Instant::now();
-    let response = app.client.get(&product_url).send().await.unwrap();
+    let response = app.get_product(&id).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(started.elapsed() < Duration::from_secs(10), "bounded wait");
     let body: Value = response.json().await.unwrap();
@@ -94,12 +77,8 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
     );
     // Writes still go through Kafka: accepted now, applied after recovery.
     let response = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(&product_body("Written during the outage"))
-        .send()
-        .await
-        .unwrap();
+        .post_product(&product_body("Written during the outage"))
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let during: Value = response.json().await.unwrap();
     assert_eq!(
@@ -140,7 +119,7 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
 
     eventually(Duration::from_secs(30), || async {
         app.client
-            .get(&product_url)
+            .get(app.product_url(&id))
             .send()
             .await
             .is_ok_and(|r| r.status() == StatusCode::OK)
@@ -148,9 +127,7 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
     .await;
     let read = app.get_json(&format!("/api/v1/products/{id}")).await;
     assert_eq!(read, created, "recovered without restarting the service");
-    let applied =
-        common::products::wait_for_product(&app, during["productId"].as_str().unwrap(), |_| true)
-            .await;
+    let applied = wait_for_product(&app, during["productId"].as_str().unwrap(), |_| true).await;
     assert_eq!(applied["name"], "Written during the outage");
     assert_eq!(status_of(app.client.get(app.url("/ready"))).await, 200);
     eventually(Duration::from_secs(15), health_is(1)).await; // SERVING
@@ -162,7 +139,7 @@ async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
 #[tokio::test]
 async fn starting_twice_on_a_populated_database_keeps_the_indexes() {
     use products_service::adapters::mongo::MongoProductRepository;
-    let settings = common::test_settings();
+    let settings = test_settings();
     let repository = MongoProductRepository::connect(&settings.mongo)
         .await
         .unwrap();

@@ -2,37 +2,21 @@
 //! validation error, pagination edges, literal search, cache behaviour and
 //! malformed input.
 
-mod common;
-
-use common::{
+use crate::common::{
     products::{cause_fields, create_product, product_body, update_product, wait_for_product},
-    spawn_app, TestApp, REDIS_URL,
+    spawn_app, spawn_app_with, test_settings, TestApp, REDIS_URL,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn create(app: &TestApp, body: &Value) -> Value {
-    create_product(app, body).await
-}
-
 async fn get(app: &TestApp, id: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(app.url(&format!("/api/v1/products/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_product(id).await;
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn search(app: &TestApp, query: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(app.url(&format!("/api/v1/products/search?{query}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.search_products(query).await;
     let status = response.status();
     (status, response.json().await.unwrap())
 }
@@ -59,13 +43,7 @@ async fn cached(app: &TestApp, id: &str) -> bool {
 #[tokio::test]
 async fn post_is_accepted_then_readable_and_put_changes_it() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(&product_body("Coffee mug"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_product(&product_body("Coffee mug")).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let accepted: Value = response.json().await.unwrap();
@@ -100,13 +78,7 @@ async fn post_is_accepted_then_readable_and_put_changes_it() {
 #[tokio::test]
 async fn empty_object_lists_every_required_field() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_product(&json!({})).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], 400);
@@ -140,13 +112,7 @@ async fn each_validation_rule_is_enforced() {
     for (field, value) in cases {
         let mut body = product_body("Valid name");
         body[field] = value.clone();
-        let response = app
-            .client
-            .post(app.url("/api/v1/products"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_product(&body).await;
         assert_eq!(
             response.status(),
             StatusCode::BAD_REQUEST,
@@ -157,13 +123,7 @@ async fn each_validation_rule_is_enforced() {
     }
     let mut body = product_body("Valid name");
     body["photos"] = json!(["https://ok.example.com/1.png", "nope"]);
-    let response = app
-        .client
-        .post(app.url("/api/v1/products"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_product(&body).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(cause_fields(&body), ["photos[1]"]);
 }
@@ -188,7 +148,7 @@ async fn unknown_and_invalid_ids() {
 #[tokio::test]
 async fn update_changes_the_product_and_keeps_created_at() {
     let app = spawn_app().await;
-    let created = create(&app, &product_body("Old name")).await;
+    let created = create_product(&app, &product_body("Old name")).await;
     let id = created["productId"].as_str().unwrap();
     let mut changed = product_body("New name");
     changed["price"] = json!(5);
@@ -205,13 +165,7 @@ async fn update_with_bad_id_and_fields_reports_both() {
     let app = spawn_app().await;
     let mut body = product_body("x");
     body["rating"] = json!(99);
-    let response = app
-        .client
-        .put(app.url("/api/v1/products/nope"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.put_product("nope", &body).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert_eq!(cause_fields(&body), ["productId", "name", "rating"]);
@@ -220,24 +174,21 @@ async fn update_with_bad_id_and_fields_reports_both() {
 #[tokio::test]
 async fn delete_then_get_is_404_and_delete_again_is_404() {
     let app = spawn_app().await;
-    let created = create(&app, &product_body("Doomed")).await;
-    let url = app.url(&format!(
-        "/api/v1/products/{}",
-        created["productId"].as_str().unwrap()
-    ));
-    let response = app.client.delete(&url).send().await.unwrap();
+    let created = create_product(&app, &product_body("Doomed")).await;
+    let id = created["productId"].as_str().unwrap();
+    let response = app.delete_product(id).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 404);
-    assert_eq!(app.client.delete(&url).send().await.unwrap().status(), 404);
+    assert_eq!(app.get_product(id).await.status(), 404);
+    assert_eq!(app.delete_product(id).await.status(), 404);
 }
 
 #[tokio::test]
 async fn search_pages_through_matches_with_edges() {
     let app = spawn_app().await;
     for i in 0..5 {
-        create(&app, &product_body(&format!("Lamp number {i}"))).await;
+        create_product(&app, &product_body(&format!("Lamp number {i}"))).await;
     }
-    create(&app, &product_body("Chair")).await;
+    create_product(&app, &product_body("Chair")).await;
 
     let (status, page1) = search(&app, "search=LAMP&page=1&size=2").await;
     assert_eq!(status, StatusCode::OK);
@@ -298,7 +249,7 @@ async fn search_text_is_literal_never_a_regex() {
         "bracket [ tag",
         "plain words",
     ] {
-        create(&app, &product_body(name)).await;
+        create_product(&app, &product_body(name)).await;
     }
     for (needle, expected) in [
         (".*", "price .* tag"),
@@ -331,7 +282,7 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn get_fills_the_cache_and_writes_replace_it() {
     let app = spawn_app().await;
-    let created = create(&app, &product_body("Cached lamp")).await;
+    let created = create_product(&app, &product_body("Cached lamp")).await;
     let id = created["productId"].as_str().unwrap();
     // `create` polled GET until the product appeared, which cached it.
     assert!(cached(&app, id).await, "get fills the cache");
@@ -359,11 +310,7 @@ async fn get_fills_the_cache_and_writes_replace_it() {
     assert_eq!(read["name"], "Renamed lamp");
     assert!(cached(&app, id).await, "read again, cached again");
 
-    app.client
-        .delete(app.url(&format!("/api/v1/products/{id}")))
-        .send()
-        .await
-        .unwrap();
+    app.delete_product(id).await;
     assert!(!cached(&app, id).await, "delete replaces the entry");
     let entry = cache_entry(&app, id).await.unwrap();
     assert!(
@@ -375,10 +322,10 @@ async fn get_fills_the_cache_and_writes_replace_it() {
 
 #[tokio::test]
 async fn cache_can_be_turned_off() {
-    let mut settings = common::test_settings();
+    let mut settings = test_settings();
     settings.redis.enabled = false;
-    let app = common::spawn_app_with(settings).await;
-    let created = create(&app, &product_body("Uncached")).await;
+    let app = spawn_app_with(settings).await;
+    let created = create_product(&app, &product_body("Uncached")).await;
     let id = created["productId"].as_str().unwrap();
     assert_eq!(get(&app, id).await.0, StatusCode::OK);
     assert!(!cached(&app, id).await);
@@ -444,12 +391,7 @@ async fn malformed_requests_get_clear_4xx_answers() {
     assert_eq!(error["status"], 404);
 
     // Invalid UTF-8 in the path (percent-encoded) is a 400, not a panic.
-    let response = app
-        .client
-        .get(app.url("/api/v1/products/%FF%FE"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_product("%FF%FE").await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // The service is still healthy after all of that.
     assert_eq!(
@@ -478,7 +420,7 @@ async fn ready_reports_each_dependency() {
 async fn responses_are_compressed_when_asked() {
     let app = spawn_app().await;
     for i in 0..20 {
-        create(&app, &product_body(&format!("Compressible {i}"))).await;
+        create_product(&app, &product_body(&format!("Compressible {i}"))).await;
     }
     let response = app
         .client
@@ -525,9 +467,9 @@ async fn openapi_document_lists_every_route() {
 
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
-    let mut settings = common::test_settings();
+    let mut settings = test_settings();
     settings.http.cors_allowed_origins = vec!["https://shop.example.com".to_owned()];
-    let app = common::spawn_app_with(settings).await;
+    let app = spawn_app_with(settings).await;
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/api/v1/products"))

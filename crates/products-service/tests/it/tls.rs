@@ -4,25 +4,25 @@
 //! clients and clients trusting another CA do not. Also the header read
 //! timeout: a client that sends half a request, or nothing, is cut off.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use common::{
-    products::{create_product, product_body, CATEGORY},
-    spawn_app_with, spawn_app_with_client, test_settings, TestApp,
-};
 use products_service::api::grpc::pb::{
-    products_service_client::ProductsServiceClient, CreateReq, GetByIdReq, SearchReq,
+    products_service_client::ProductsServiceClient, GetByIdReq, SearchReq,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::common::{
+    grpc::create_req,
+    products::{create_product, product_body},
+    spawn_app_with, spawn_app_with_client, test_settings, TestApp,
+};
 
 /// Runs `products-service gen-cert --out DIR` and returns DIR's files.
 fn gen_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -86,19 +86,6 @@ fn grpc_endpoint(app: &TestApp, ca_pem: &[u8]) -> Endpoint {
         .unwrap()
 }
 
-fn create_req(name: &str) -> CreateReq {
-    CreateReq {
-        category_id: CATEGORY.to_owned(),
-        name: name.to_owned(),
-        description: "Made over gRPC with TLS".to_owned(),
-        price: 3.5,
-        image_url: "https://img.example.com/t.png".to_owned(),
-        photos: vec![],
-        quantity: 2,
-        rating: 5,
-    }
-}
-
 #[tokio::test]
 async fn rest_and_grpc_work_over_tls_for_a_client_trusting_the_ca() {
     let TlsApp { app, ca_pem, .. } = spawn_tls_app().await;
@@ -110,13 +97,7 @@ async fn rest_and_grpc_work_over_tls_for_a_client_trusting_the_ca() {
     // REST write (through Kafka) and reads, all over HTTPS.
     let created = create_product(&app, &product_body("Tls teapot")).await;
     let id = created["productId"].as_str().unwrap();
-    let got = app
-        .client
-        .get(app.url(&format!("/api/v1/products/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(got.status(), 200);
+    assert_eq!(app.get_product(id).await.status(), 200);
     let found = app
         .get_json("/api/v1/products/search?search=tls%20teapot")
         .await;

@@ -2,42 +2,19 @@
 //! `proto/products.proto`: every RPC, status codes with field details, health
 //! and reflection (also through the real `grpcurl`).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{products::CATEGORY, spawn_app, TestApp};
-use products_service::api::grpc::pb::{
-    products_service_client::ProductsServiceClient, CreateReq, DeleteReq, GetByIdReq, SearchReq,
-    UpdateReq,
-};
+use products_service::api::grpc::pb::{CreateReq, DeleteReq, GetByIdReq, SearchReq, UpdateReq};
 use tokio::process::Command;
 use tonic::{transport::Channel, Code};
 use tonic_types::StatusExt;
 
-async fn client(app: &TestApp) -> ProductsServiceClient<Channel> {
-    ProductsServiceClient::connect(app.grpc_url())
-        .await
-        .unwrap()
-}
-
-fn create_req(name: &str) -> CreateReq {
-    CreateReq {
-        category_id: CATEGORY.to_owned(),
-        name: name.to_owned(),
-        description: "Made over gRPC".to_owned(),
-        price: 12.5,
-        image_url: "https://img.example.com/g.png".to_owned(),
-        photos: vec!["https://img.example.com/g-1.png".to_owned()],
-        quantity: 4,
-        rating: 9,
-    }
-}
+use crate::common::{eventually, grpc::create_req, products::CATEGORY, spawn_app, stack_cache};
 
 #[tokio::test]
 async fn create_get_update_search_delete() {
     let app = spawn_app().await;
-    let mut grpc = client(&app).await;
+    let mut grpc = app.grpc_client().await;
 
     let created = grpc
         .create(create_req("Grpc kettle"))
@@ -121,7 +98,7 @@ async fn create_get_update_search_delete() {
 #[tokio::test]
 async fn invalid_input_is_invalid_argument_with_every_field() {
     let app = spawn_app().await;
-    let mut grpc = client(&app).await;
+    let mut grpc = app.grpc_client().await;
     let status = grpc
         .create(CreateReq {
             category_id: "bad".to_owned(),
@@ -169,7 +146,7 @@ async fn invalid_input_is_invalid_argument_with_every_field() {
 #[tokio::test]
 async fn missing_products_are_not_found() {
     let app = spawn_app().await;
-    let mut grpc = client(&app).await;
+    let mut grpc = app.grpc_client().await;
     let id = "65a1f0c2e4b0a1b2c3d4e5f6".to_owned();
     let status = grpc
         .update(UpdateReq {
@@ -198,7 +175,7 @@ async fn health_reports_serving() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
-    common::eventually(std::time::Duration::from_secs(10), || {
+    eventually(std::time::Duration::from_secs(10), || {
         let mut health = health.clone();
         async move {
             health
@@ -224,7 +201,7 @@ fn grpcurl() -> PathBuf {
     if let Ok(path) = std::env::var("GRPCURL_BIN") {
         return path.into();
     }
-    common::stack_cache().join("bin/grpcurl")
+    stack_cache().join("bin/grpcurl")
 }
 
 /// Runs grpcurl without blocking the test's runtime (the service under test

@@ -2,8 +2,6 @@
 //! bulk idempotency and ordering, poison messages, database and broker
 //! outages, a crash mid-stream, and replaying dead letters.
 
-mod common;
-
 use std::{
     collections::HashMap,
     process::{Child, Command, Stdio},
@@ -11,81 +9,26 @@ use std::{
 };
 
 use chrono::{TimeZone, Utc};
-use common::{
-    eventually, free_port,
-    kafka::{header, lag, produce, producer, read_all},
-    processes::{PrivateFerretDb, PrivateKafka},
-    product_count,
-    products::{kafka_create_payload, kafka_update_payload, product_body, wait_for_product},
-    spawn_app, spawn_app_with, test_settings, KAFKA,
-};
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::oid::ObjectId;
 use products_service::config::Settings;
 use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::common::{
+    eventually, free_port,
+    kafka::{header, produce, producer, read_all, read_all_async, wait_for_zero_lag},
+    mongo::{product_count, stored_products, wait_for_count},
+    processes::{PrivateFerretDb, PrivateKafka},
+    products::{
+        accepted_id, kafka_create_payload, kafka_update_payload, product_body, wait_for_product,
+    },
+    spawn_app, spawn_app_with, test_settings, KAFKA,
+};
+
 fn update_payload(id: &str, name: &str, version: i64) -> Vec<u8> {
     let updated_at = Utc.timestamp_opt(1_800_000_000 + version, 0).unwrap();
     kafka_update_payload(id, name, &updated_at.to_rfc3339())
-}
-
-async fn products_by_id(settings: &Settings) -> HashMap<String, Document> {
-    use futures::TryStreamExt;
-    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
-        .await
-        .unwrap();
-    client
-        .database(&settings.mongo.database)
-        .collection::<Document>(&settings.mongo.collection)
-        .find(doc! {})
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| (d.get_object_id("_id").unwrap().to_hex(), d))
-        .collect()
-}
-
-async fn wait_for_count(settings: &Settings, expected: u64, deadline: Duration) {
-    let started = Instant::now();
-    loop {
-        let count = product_count(settings).await;
-        if count == expected {
-            return;
-        }
-        assert!(
-            count < expected,
-            "{count} products, more than the {expected} expected"
-        );
-        assert!(
-            started.elapsed() < deadline,
-            "only {count} of {expected} products after {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_for_zero_lag(brokers: &str, settings: &Settings) {
-    for topic in [&settings.kafka.topics.create, &settings.kafka.topics.update] {
-        let (brokers, group, topic) = (
-            brokers.to_owned(),
-            settings.kafka.group_id.clone(),
-            topic.clone(),
-        );
-        eventually(Duration::from_secs(30), || {
-            let (brokers, group, topic) = (brokers.clone(), group.clone(), topic.clone());
-            async move {
-                tokio::task::spawn_blocking(move || lag(&brokers, &group, &topic))
-                    .await
-                    .unwrap()
-                    == 0
-            }
-        })
-        .await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +75,7 @@ async fn two_thousand_creates_apply_exactly_once_and_updates_in_order() {
     }
     wait_for_zero_lag(KAFKA, &app.settings).await;
 
-    let stored = products_by_id(&app.settings).await;
+    let stored = stored_products(&app.settings).await;
     assert_eq!(stored.len(), 1600);
     for (i, id) in ids.iter().enumerate() {
         let name = stored[id].get_str("name").unwrap();
@@ -264,7 +207,7 @@ async fn poison_messages_are_dead_lettered_whole_and_the_stream_goes_on() {
             Some(&1i32.to_be_bytes()[..])
         );
     }
-    let stored = products_by_id(&app.settings).await;
+    let stored = stored_products(&app.settings).await;
     for id in &good_ids {
         assert!(stored.contains_key(id), "good message {id} applied");
     }
@@ -396,7 +339,7 @@ async fn sigkill_mid_stream_then_restart_applies_every_product_once() {
     wait_for_count(&settings, 2000, Duration::from_secs(120)).await;
     restarted.kill().unwrap();
     restarted.wait().unwrap();
-    let stored = products_by_id(&settings).await;
+    let stored = stored_products(&settings).await;
     assert_eq!(stored.len(), 2000, "killed at {at_kill}");
     for id in &ids {
         assert!(stored.contains_key(id));
@@ -420,13 +363,7 @@ async fn broker_loss_answers_503_and_loses_no_accepted_write() {
     let mut accepted = Vec::new();
     for i in 0..5 {
         let response = post(format!("Before loss {i}")).await.unwrap();
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        accepted.push(
-            response.json::<Value>().await.unwrap()["productId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        accepted.push(accepted_id(response).await);
     }
     wait_for_product(&app, &accepted[0], |_| true).await;
 
@@ -442,12 +379,7 @@ async fn broker_loss_answers_503_and_loses_no_accepted_write() {
         match response.status() {
             StatusCode::SERVICE_UNAVAILABLE => refused += 1,
             // A write the broker acknowledged before it died is fine too.
-            StatusCode::ACCEPTED => accepted.push(
-                response.json::<Value>().await.unwrap()["productId"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            ),
+            StatusCode::ACCEPTED => accepted.push(accepted_id(response).await),
             other => panic!("unexpected {other}"),
         }
     }
@@ -500,10 +432,7 @@ async fn a_fixed_dead_letter_is_replayed_and_applied() {
     )
     .await;
     eventually(Duration::from_secs(30), || async {
-        let (brokers, topic) = (KAFKA.to_owned(), topics.dead_letter.clone());
-        tokio::task::spawn_blocking(move || read_all(&brokers, &topic).len() == 1)
-            .await
-            .unwrap()
+        read_all_async(KAFKA, &topics.dead_letter).await.len() == 1
     })
     .await;
     let letter = &read_all(KAFKA, &topics.dead_letter)[0];

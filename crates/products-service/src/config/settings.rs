@@ -1,0 +1,296 @@
+//! The typed settings, one struct per section of `config/default.yaml`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+use super::{Credentials, Secret};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub grpc: GrpcSettings,
+    pub metrics: MetricsSettings,
+    pub mongo: MongoSettings,
+    pub redis: RedisSettings,
+    pub kafka: KafkaSettings,
+    pub telemetry: TelemetrySettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub cors_allowed_origins: Vec<String>,
+    /// A connection whose request headers have not fully arrived this long
+    /// after it was accepted (or after the previous request) is closed.
+    pub header_read_timeout_ms: u64,
+    pub tls: TlsSettings,
+    /// API requests in flight at once; more are shed with 503 (0 = no limit).
+    pub max_concurrent_requests: usize,
+}
+
+/// Server-side TLS of one listener (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TlsSettings {
+    pub enabled: bool,
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PKCS#8, PKCS#1 or SEC1 private key.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrpcSettings {
+    pub addr: SocketAddr,
+    pub max_message_bytes: usize,
+    pub tls: TlsSettings,
+    pub request_timeout_ms: u64,
+    /// Product RPCs in flight at once; more are shed with `Unavailable`
+    /// (0 = no limit).
+    pub max_concurrent_requests: usize,
+}
+
+/// Who may call the product APIs (REST and gRPC). Off by default.
+#[derive(Clone, Deserialize)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// Reads (get, search) need a valid token too; by default they are public.
+    pub protect_reads: bool,
+    /// The claim that lists a token's scopes (a space-separated string or an
+    /// array of strings), and the scope a write needs.
+    pub scope_claim: String,
+    pub write_scope: String,
+    pub jwt: JwtSettings,
+    /// Static API keys, sent as bearer tokens; they may write. Never logged.
+    pub api_keys: Vec<String>,
+    /// A file with one API key per line (`#` comments and blank lines ignored).
+    pub api_keys_file: Option<PathBuf>,
+}
+
+/// JWT verification; active when a key (secret or public key) is configured.
+#[derive(Clone, Deserialize)]
+pub struct JwtSettings {
+    /// The one accepted algorithm: HS256/384/512, RS256/384/512, PS256/384/512,
+    /// ES256/384 or EdDSA. Tokens signed otherwise are rejected.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// HMAC secret (HS*), inline or from a file. Never logged.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA), inline or from a file.
+    pub public_key_pem: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+    /// When set, tokens must carry this `iss` / `aud`.
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+/// Per-client (IP address) token bucket on the product APIs. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Sustained requests per second per client.
+    pub per_second: u32,
+    /// Requests a client may send at once above the sustained rate.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct MongoSettings {
+    /// May hold credentials: never logged (see the `Debug` impl).
+    pub uri: String,
+    pub database: String,
+    pub collection: String,
+    pub server_selection_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// How long a deleted product's tombstone is kept: at least the command
+    /// topics' retention, so no record still in them can bring it back.
+    pub tombstone_retention_hours: u64,
+    pub tls: ClientTlsSettings,
+    /// Overrides the user name / password of the URI when set.
+    pub auth: Credentials,
+}
+
+/// Client-side TLS towards a dependency.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientTlsSettings {
+    pub enabled: bool,
+    /// PEM file of the CA(s) to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct RedisSettings {
+    pub enabled: bool,
+    /// May hold a password: never logged (see the `Debug` impl).
+    pub url: String,
+    pub ttl_seconds: u64,
+    /// How long a "deleted" entry stays cached.
+    pub deleted_ttl_seconds: u64,
+    pub timeout_ms: u64,
+    pub key_prefix: String,
+    /// PEM CA(s) to trust for a `rediss://` URL (default: the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Overrides the user name / password of the URL when set.
+    pub auth: Credentials,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: KafkaTopics,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic config `min.insync.replicas` for the topics we create: with
+    /// acks=all a write is acknowledged only once this many replicas have it.
+    pub min_insync_replicas: i32,
+    /// `max.message.bytes` of the dead-letter topic we create: room for any
+    /// record the command topics accept plus the provenance headers.
+    pub dead_letter_max_message_bytes: usize,
+    pub producer: ProducerSettings,
+    pub consumer: ConsumerSettings,
+    pub security: KafkaSecurity,
+}
+
+/// How every Kafka client of the service authenticates and encrypts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSecurity {
+    pub protocol: KafkaSecurityProtocol,
+    /// PEM CA(s) to trust for `ssl` / `sasl_ssl` (librdkafka `ssl.ca.location`).
+    pub ssl_ca_file: Option<PathBuf>,
+    pub sasl: SaslSettings,
+}
+
+/// librdkafka `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaslSettings {
+    /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.
+    pub mechanism: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Wins over `password`.
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaTopics {
+    pub create: String,
+    pub update: String,
+    pub dead_letter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProducerSettings {
+    pub compression: Compression,
+    pub linger_ms: u64,
+    pub batch_size_bytes: u64,
+    pub delivery_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerSettings {
+    pub enabled: bool,
+    /// Static membership (KIP-345): a replica restarted within the session
+    /// timeout gets its partitions back without a rebalance.
+    pub group_instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    /// librdkafka `partition.assignment.strategy`.
+    pub assignment_strategy: String,
+    pub workers: usize,
+    /// Records buffered per partition before it is paused, in count...
+    pub partition_buffer: usize,
+    /// ... and in bytes (payload + key).
+    pub partition_buffer_bytes: usize,
+    /// Most creates applied in one `insert_many` (1 = one by one), in count...
+    pub create_batch_max: usize,
+    /// ... and in bytes.
+    pub create_batch_max_bytes: usize,
+    /// librdkafka's prefetch queue (`queued.max.messages.kbytes`).
+    pub fetch_queue_kbytes: usize,
+    /// How long an update waits for its product's create before it is
+    /// dead-lettered as `ProductNotFound`.
+    pub not_found_wait_ms: u64,
+    /// Updates waiting per partition before the partition stops taking new
+    /// records.
+    pub waiting_updates_max: usize,
+    /// Attempts in all for an unclassified (internal) error; dependency
+    /// outages are retried for as long as they last.
+    pub retry_max_attempts: usize,
+    pub retry_initial_backoff_ms: u64,
+    /// How long one attempt to apply a record may take before it counts as
+    /// the database being unavailable (and is retried).
+    pub apply_timeout_ms: u64,
+    pub retry_max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    pub service_name: String,
+    pub otlp_endpoint: Option<String>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
