@@ -145,9 +145,9 @@ pub fn test_settings() -> Settings {
     settings.http.addr = any_port;
     settings.grpc.addr = any_port;
     settings.metrics.addr = any_port;
-    settings.mongo.uri = MONGO_URI.to_owned();
+    settings.mongo.uri = MONGO_URI.into();
     settings.mongo.database = unique("test");
-    settings.redis.url = REDIS_URL.to_owned();
+    settings.redis.url = REDIS_URL.into();
     settings.redis.key_prefix = format!("{}:", unique("test"));
     settings.kafka.brokers = KAFKA.to_owned();
     let run = unique("test");
