@@ -141,11 +141,34 @@ impl ProductService {
                             .await;
                         Ok(ApplyOutcome::Applied)
                     }
-                    UpdateOutcome::Stale => Ok(ApplyOutcome::Duplicate),
+                    UpdateOutcome::Stale => {
+                        // Seen again: the replica that applied it may have
+                        // died between the write and the cache put.
+                        self.refresh_cache(&update.id).await;
+                        Ok(ApplyOutcome::Duplicate)
+                    }
                     UpdateOutcome::Deleted => Ok(ApplyOutcome::Deleted),
                     UpdateOutcome::NotFound => Err(AppError::NotFound(update.id.clone())),
                 }
             }
+        }
+    }
+
+    /// Puts the stored version in the cache (never over a later one). A
+    /// record is redelivered only if it was not settled, so whatever
+    /// interrupted its first apply after the write is repaired here, not
+    /// left to the cache TTL.
+    async fn refresh_cache(&self, id: &ProductId) {
+        match self.repository.find_by_id(id).await {
+            Ok(Some(Stored::Live(product, revision))) => {
+                self.cache_put(id, CacheEntry::Product(product), revision)
+                    .await
+            }
+            Ok(Some(Stored::Deleted(revision))) => {
+                self.cache_put(id, CacheEntry::Deleted, revision).await
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, product_id = %id, "cache refresh read failed"),
         }
     }
 

@@ -421,3 +421,33 @@ fn a_batch_with_the_database_down_fails_whole_and_transient() {
         .iter()
         .all(|o| matches!(o, Ok(ApplyOutcome::Applied))));
 }
+
+#[test]
+fn a_redelivered_update_repairs_the_cache_a_crash_left_behind() {
+    let f = fixture();
+    let id = block_on(f.service.submit_create(raw("Lamp"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp first"))).unwrap();
+    block_on(f.service.submit_update(id.as_str(), raw("Lamp second"))).unwrap();
+    let commands = f.publisher.commands.lock().unwrap().clone();
+    block_on(f.service.apply(&commands[0], at(0))).unwrap();
+    block_on(f.service.apply(&commands[1], at(1))).unwrap();
+    // The second update is written, then the replica dies before its cache
+    // put: the cache still holds the first.
+    let ProductCommand::Update(second) = &commands[2] else {
+        panic!("expected an update")
+    };
+    block_on(f.repository.update(second, UpdateOrder::Log(at(2)))).unwrap();
+    assert_eq!(
+        block_on(f.service.get(id.as_str())).unwrap().name.as_str(),
+        "Lamp first"
+    );
+    // Its record was not settled, so the partition's next owner reads it again.
+    assert_eq!(
+        block_on(f.service.apply(&commands[2], at(2))).unwrap(),
+        ApplyOutcome::Duplicate
+    );
+    assert_eq!(
+        block_on(f.service.get(id.as_str())).unwrap().name.as_str(),
+        "Lamp second"
+    );
+}

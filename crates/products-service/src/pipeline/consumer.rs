@@ -275,6 +275,8 @@ impl CommandConsumer {
         consumer.subscribe(&[&settings.topics.create, &settings.topics.update])?;
         // Present from the start, so dashboards and alerts see 0, not nothing.
         metrics::gauge!("kafka_consumer_blocked_partitions").set(0.0);
+        metrics::counter!("kafka_consumer_revoked_partitions_total").increment(0);
+        metrics::histogram!("kafka_consumer_rebalance_duration_seconds");
         Ok(Self {
             pipeline: Arc::new(Pipeline {
                 consumer: Arc::new(consumer),

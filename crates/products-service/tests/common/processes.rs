@@ -163,7 +163,7 @@ impl Drop for PrivateFerretDb {
 
 /// The Kafka jars the stack scripts fetched (`$KAFKA_LIBS`, or the newest
 /// `kafka-*/libs` in the stack cache).
-fn kafka_libs() -> PathBuf {
+pub fn kafka_libs() -> PathBuf {
     if let Ok(path) = std::env::var("KAFKA_LIBS") {
         return path.into();
     }
@@ -184,6 +184,33 @@ fn kafka_libs() -> PathBuf {
         .pop()
         .map(|p| p.join("libs"))
         .expect("Kafka jars in the stack cache (run make stack-up)")
+}
+
+/// What the brokers say about a consumer group: its members, their
+/// partitions, committed offsets and lag (Kafka's own
+/// `kafka-consumer-groups --describe`), for a failing test to print.
+pub fn describe_group(brokers: &str, group: &str) -> String {
+    let run = |what: &str| {
+        Command::new("java")
+            .arg("-cp")
+            .arg(format!("{}/*", kafka_libs().display()))
+            .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
+            .args([
+                "--bootstrap-server",
+                brokers,
+                "--describe",
+                "--group",
+                group,
+                what,
+            ])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            })
+            .unwrap_or_else(|e| format!("cannot run java: {e}"))
+    };
+    run("--offsets") + &run("--members")
 }
 
 /// One combined broker + controller of a [`PrivateKafkaCluster`].

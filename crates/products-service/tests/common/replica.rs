@@ -131,17 +131,21 @@ impl Replica {
         }
     }
 
-    /// The sum of every series of `name` (a counter or gauge), or of
-    /// `name_sum` / `name_count` for a histogram.
-    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
-        let text = http
-            .get(format!("http://{}/metrics", self.metrics))
+    /// The replica's Prometheus exposition.
+    pub async fn metrics_text(&self, http: &reqwest::Client) -> String {
+        http.get(format!("http://{}/metrics", self.metrics))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The sum of every series of `name` (a counter or gauge), or of
+    /// `name_sum` / `name_count` for a histogram.
+    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
+        let text = self.metrics_text(http).await;
         text.lines()
             .filter(|l| {
                 l.strip_prefix(name)

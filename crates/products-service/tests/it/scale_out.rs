@@ -20,9 +20,8 @@ use std::{
 };
 
 use crate::common::{
-    eventually,
     kafka::read_all,
-    processes::PrivateKafkaCluster,
+    processes::{describe_group, PrivateKafkaCluster},
     products::product_body,
     replica::{wait_group_settled, Replica},
     test_settings, unique,
@@ -165,6 +164,45 @@ impl GroupStats {
         self.pause_count += other.pause_count;
         self.hook_sum += other.hook_sum;
         self.hook_count += other.hook_count;
+    }
+}
+
+/// Waits until the replicas own every partition of both command topics
+/// between them (a minute at most), printing the group as the brokers see
+/// it if they do not.
+async fn wait_every_partition_owned(
+    http: &reqwest::Client,
+    replicas: &[Replica],
+    settings: &products_service::config::Settings,
+    log_dir: &std::path::Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = Vec::new();
+        for replica in replicas {
+            owned.push(
+                replica
+                    .metric(http, "kafka_consumer_assigned_partitions")
+                    .await,
+            );
+        }
+        if owned.iter().sum::<f64>() == 2.0 * f64::from(settings.kafka.partitions) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let (brokers, group) = (
+                settings.kafka.brokers.clone(),
+                settings.kafka.group_id.clone(),
+            );
+            let described = tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
+                .await
+                .unwrap();
+            panic!(
+                "partitions owned by the replicas: {owned:?}; the group:\n{described}\nlogs in {}",
+                log_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -403,6 +441,10 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
     replicas[2].wait_ready(&http).await;
     front.live[2].store(true, Ordering::SeqCst);
 
+    // Every partition has a live owner again (the killed replica's session
+    // has expired by now, or it came back under its static id).
+    wait_every_partition_owned(&http, &replicas, &settings, &log_dir).await;
+
     stop_writing.cancel();
     for writer in writers {
         writer.await.unwrap();
@@ -412,26 +454,104 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
     // Every product holds its last update; nothing dead-lettered.
     let expected = front.tally.products.lock().unwrap().clone();
     assert!(expected.len() >= PRODUCTS, "{} products", expected.len());
-    eventually(Duration::from_secs(120), || async {
-        let mut all = true;
+    let converging = Instant::now();
+    loop {
+        let mut behind = Vec::new();
         for (id, name) in &expected {
             let read = http
                 .get(replicas[0].url(&format!("/api/v1/products/{id}")))
                 .send()
                 .await;
-            all &= match read {
+            let current = match read {
                 Ok(response) if response.status() == 200 => {
                     response.json::<Value>().await.unwrap()["name"] == name.as_str()
                 }
                 _ => false,
             };
-            if !all {
-                break;
+            if !current {
+                behind.push((id.clone(), name.clone()));
             }
         }
-        all
-    })
-    .await;
+        if behind.is_empty() {
+            break;
+        }
+        if converging.elapsed() > Duration::from_secs(120) {
+            // What the consumers say, to tell a stuck partition from a lost write.
+            for replica in &replicas {
+                let text = replica.metrics_text(&http).await;
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("kafka_consumer_lag")
+                            || l.starts_with("kafka_consumer_assigned_partitions")
+                            || l.starts_with("kafka_consumer_waiting_updates")
+                            || l.starts_with("kafka_consumed_messages_total")
+                    })
+                    .collect();
+                eprintln!("replica {}: {lines:#?}", replica.index);
+            }
+            let (brokers, group) = (
+                settings.kafka.brokers.clone(),
+                settings.kafka.group_id.clone(),
+            );
+            let described = tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
+                .await
+                .unwrap();
+            eprintln!("{described}");
+            // The product's update records in log order, and what is stored.
+            let (brokers, topic) = (
+                settings.kafka.brokers.clone(),
+                settings.kafka.topics.update.clone(),
+            );
+            let updates = tokio::task::spawn_blocking(move || read_all(&brokers, &topic))
+                .await
+                .unwrap();
+            for (id, _) in behind.iter().take(3) {
+                use rdkafka::Message;
+                for m in updates.iter().filter(|m| m.key() == Some(id.as_bytes())) {
+                    let body: Value =
+                        serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+                    eprintln!(
+                        "{id}: update record p{} o{} {} {:?}",
+                        m.partition(),
+                        m.offset(),
+                        body["name"],
+                        m.timestamp()
+                    );
+                }
+                let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
+                    .await
+                    .unwrap();
+                let stored = client
+                    .database(&settings.mongo.database)
+                    .collection::<mongodb::bson::Document>(&settings.mongo.collection)
+                    .find_one(mongodb::bson::doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(id).unwrap()})
+                    .await;
+                eprintln!("{id}: stored {stored:?}");
+            }
+            for (id, name) in behind.iter().take(3) {
+                let read = http
+                    .get(replicas[0].url(&format!("/api/v1/products/{id}")))
+                    .send()
+                    .await
+                    .unwrap();
+                eprintln!(
+                    "{id}: expected {name:?}, read {} {}",
+                    read.status(),
+                    read.text().await.unwrap()
+                );
+            }
+            panic!(
+                "{} of {} products lack their last update after 120 s (logs in {})",
+                behind.len(),
+                expected.len(),
+                log_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And still after the broker's return.
+    wait_every_partition_owned(&http, &replicas, &settings, &log_dir).await;
     done.cancel();
     probes.await.unwrap();
     let dead_letter_topic = settings.kafka.topics.dead_letter.clone();
