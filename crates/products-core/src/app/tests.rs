@@ -438,7 +438,11 @@ fn a_redelivered_update_repairs_the_cache_a_crash_left_behind() {
     };
     block_on(f.repository.update(second, UpdateOrder::Log(at(2)))).unwrap();
     assert_eq!(
-        block_on(f.service.get(id.as_str())).unwrap().name.as_str(),
+        block_on(f.service.get(id.as_str()))
+            .unwrap()
+            .draft
+            .name
+            .as_str(),
         "Lamp first"
     );
     // Its record was not settled, so the partition's next owner reads it again.
@@ -447,7 +451,11 @@ fn a_redelivered_update_repairs_the_cache_a_crash_left_behind() {
         ApplyOutcome::Duplicate
     );
     assert_eq!(
-        block_on(f.service.get(id.as_str())).unwrap().name.as_str(),
+        block_on(f.service.get(id.as_str()))
+            .unwrap()
+            .draft
+            .name
+            .as_str(),
         "Lamp second"
     );
 }
