@@ -175,7 +175,7 @@ fn local_prometheus_config_passes_promtool_check() {
 #[test]
 fn docker_prometheus_config_passes_promtool_check() {
     // Its rule file is a container path (/etc/prometheus/alerts.yml, mounted by
-    // docker-compose.yml; compose_file.rs checks the mount), which does not
+    // docker-compose.yml; compose_file/ checks the mount), which does not
     // exist here: check the syntax only. The rules themselves are checked above.
     promtool(
         &repo_root(),
