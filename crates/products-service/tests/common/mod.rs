@@ -114,6 +114,24 @@ pub fn read(path: &Path) -> String {
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
+/// Every panel of a Grafana dashboard, including those nested in (collapsed)
+/// rows, in document order.
+pub fn all_panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&serde_json::Value> = dashboard
+        .get("panels")
+        .and_then(serde_json::Value::as_array)
+        .map(|p| p.iter().rev().collect())
+        .unwrap_or_default();
+    while let Some(panel) = stack.pop() {
+        if let Some(nested) = panel.get("panels").and_then(serde_json::Value::as_array) {
+            stack.extend(nested.iter().rev());
+        }
+        out.push(panel);
+    }
+    out
+}
+
 /// Sends `request` and returns the answer's status.
 pub async fn status_of(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
     request.send().await.unwrap().status()
