@@ -638,7 +638,7 @@ pub(crate) async fn bulk_insert(
     batch: usize,
 ) -> Result<f64> {
     let repository = MongoProductRepository::connect(&MongoSettings {
-        uri: opts.mongo_uri.clone(),
+        uri: opts.mongo_uri.clone().into(),
         database: db.name().to_owned(),
         collection: "products".to_owned(),
         server_selection_timeout_ms: 5000,

@@ -106,12 +106,12 @@ impl ProductRepository for InMemoryRepository {
             }
             row.position = Some(position);
         }
-        let product = Product::from_draft(
-            update.id.clone(),
-            update.draft.clone(),
-            stored.created_at,
-            update.updated_at,
-        );
+        let product = Product {
+            id: update.id.clone(),
+            draft: update.draft.clone(),
+            created_at: stored.created_at,
+            updated_at: update.updated_at,
+        };
         row.product = Some(product.clone());
         row.revision += 1;
         Ok(UpdateOutcome::Applied(product, row.revision))
@@ -134,11 +134,15 @@ impl ProductRepository for InMemoryRepository {
             .live()
             .into_iter()
             .filter(|p| {
-                p.name.as_str().to_lowercase().contains(&needle)
-                    || p.description.as_str().to_lowercase().contains(&needle)
+                p.draft.name.as_str().to_lowercase().contains(&needle)
+                    || p.draft
+                        .description
+                        .as_str()
+                        .to_lowercase()
+                        .contains(&needle)
             })
             .collect();
-        hits.sort_by(|a, b| (a.name.as_str(), &a.id).cmp(&(b.name.as_str(), &b.id)));
+        hits.sort_by(|a, b| (a.draft.name.as_str(), &a.id).cmp(&(b.draft.name.as_str(), &b.id)));
         let total_count = hits.len() as u64;
         let products = hits
             .into_iter()

@@ -57,11 +57,11 @@ fn update_changes_fields_keeps_created_at_and_caches_the_new_version() {
     block_on(f.service.get(created.id.as_str())).unwrap();
     assert!(f.cache.entries.lock().unwrap().contains_key(&created.id));
     let updated = block_on(f.service.update(created.id.as_str(), raw("Floor lamp"))).unwrap();
-    assert_eq!(updated.name.as_str(), "Floor lamp");
+    assert_eq!(updated.draft.name.as_str(), "Floor lamp");
     assert_eq!(updated.created_at, created.created_at);
     let reads = f.repository.reads.load(Ordering::SeqCst);
     let read = block_on(f.service.get(created.id.as_str())).unwrap();
-    assert_eq!(read.name.as_str(), "Floor lamp");
+    assert_eq!(read.draft.name.as_str(), "Floor lamp");
     assert_eq!(
         f.repository.reads.load(Ordering::SeqCst),
         reads,
@@ -81,7 +81,7 @@ fn a_slow_reader_cannot_put_an_older_version_back_in_the_cache() {
     block_on(f.service.update(id.as_str(), raw("Floor lamp"))).unwrap();
     block_on(f.cache.put(&id, &CacheEntry::Product(old), old_revision)).unwrap();
     let read = block_on(f.service.get(id.as_str())).unwrap();
-    assert_eq!(read.name.as_str(), "Floor lamp");
+    assert_eq!(read.draft.name.as_str(), "Floor lamp");
 }
 
 #[test]
@@ -240,7 +240,7 @@ fn a_redelivered_update_never_overwrites_a_later_one() {
         ApplyOutcome::Duplicate
     );
     let stored = block_on(f.service.get(id.as_str())).unwrap();
-    assert_eq!(stored.name.as_str(), "Lamp v2");
+    assert_eq!(stored.draft.name.as_str(), "Lamp v2");
 }
 
 #[test]
@@ -274,7 +274,7 @@ fn applying_an_update_puts_the_new_version_in_the_cache() {
     let Some((CacheEntry::Product(cached), 2)) = cached else {
         panic!("expected revision 2 cached, got {cached:?}")
     };
-    assert_eq!(cached.name.as_str(), "Lamp renamed");
+    assert_eq!(cached.draft.name.as_str(), "Lamp renamed");
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn the_log_orders_updates_not_their_timestamps() {
         ApplyOutcome::Applied
     );
     let stored = block_on(f.service.get(id.as_str())).unwrap();
-    assert_eq!(stored.name.as_str(), "Lamp second");
+    assert_eq!(stored.draft.name.as_str(), "Lamp second");
 }
 
 #[test]
@@ -352,7 +352,7 @@ fn a_direct_update_does_not_make_a_log_update_stale() {
         ApplyOutcome::Applied
     );
     let stored = block_on(f.service.get(id.as_str())).unwrap();
-    assert_eq!(stored.name.as_str(), "Lamp from Kafka");
+    assert_eq!(stored.draft.name.as_str(), "Lamp from Kafka");
 }
 
 fn created_products(f: &Fixture, names: &[&str]) -> Vec<Product> {
@@ -397,7 +397,7 @@ fn within_a_batch_the_first_create_of_an_id_wins() {
     let f = fixture();
     let mut products = created_products(&f, &["First lamp"]);
     let mut replay = products[0].clone();
-    replay.name = ProductName::parse("Second lamp").unwrap();
+    replay.draft.name = ProductName::parse("Second lamp").unwrap();
     products.push(replay);
     let outcomes = block_on(f.service.apply_creates(&products)).unwrap();
     assert_eq!(
@@ -405,7 +405,7 @@ fn within_a_batch_the_first_create_of_an_id_wins() {
         vec![Some(ApplyOutcome::Applied), Some(ApplyOutcome::Duplicate)]
     );
     let stored = block_on(f.service.get(products[0].id.as_str())).unwrap();
-    assert_eq!(stored.name.as_str(), "First lamp");
+    assert_eq!(stored.draft.name.as_str(), "First lamp");
 }
 
 #[test]
@@ -438,7 +438,11 @@ fn a_redelivered_update_repairs_the_cache_a_crash_left_behind() {
     };
     block_on(f.repository.update(second, UpdateOrder::Log(at(2)))).unwrap();
     assert_eq!(
-        block_on(f.service.get(id.as_str())).unwrap().name.as_str(),
+        block_on(f.service.get(id.as_str()))
+            .unwrap()
+            .draft
+            .name
+            .as_str(),
         "Lamp first"
     );
     // Its record was not settled, so the partition's next owner reads it again.
@@ -447,7 +451,11 @@ fn a_redelivered_update_repairs_the_cache_a_crash_left_behind() {
         ApplyOutcome::Duplicate
     );
     assert_eq!(
-        block_on(f.service.get(id.as_str())).unwrap().name.as_str(),
+        block_on(f.service.get(id.as_str()))
+            .unwrap()
+            .draft
+            .name
+            .as_str(),
         "Lamp second"
     );
 }

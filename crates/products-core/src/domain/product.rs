@@ -123,18 +123,13 @@ impl ProductDraft {
     }
 }
 
-/// A product in the catalog.
+/// A product in the catalog: its id, the client-controlled fields (the
+/// draft it was created or last updated with) and the service's timestamps.
+/// A field a client sets is added to [`ProductDraft`] only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Product {
     pub id: ProductId,
-    pub category_id: CategoryId,
-    pub name: ProductName,
-    pub description: Description,
-    pub price: Price,
-    pub image_url: Option<HttpUrl>,
-    pub photos: Vec<HttpUrl>,
-    pub quantity: Quantity,
-    pub rating: Rating,
+    pub draft: ProductDraft,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -142,37 +137,11 @@ pub struct Product {
 impl Product {
     /// A new product made of a draft, created (and last updated) at `now`.
     pub fn new(id: ProductId, draft: ProductDraft, now: DateTime<Utc>) -> Self {
-        Self::from_draft(id, draft, now, now)
-    }
-
-    pub fn from_draft(
-        id: ProductId,
-        draft: ProductDraft,
-        created_at: DateTime<Utc>,
-        updated_at: DateTime<Utc>,
-    ) -> Self {
-        let ProductDraft {
-            category_id,
-            name,
-            description,
-            price,
-            image_url,
-            photos,
-            quantity,
-            rating,
-        } = draft;
         Self {
             id,
-            category_id,
-            name,
-            description,
-            price,
-            image_url,
-            photos,
-            quantity,
-            rating,
-            created_at,
-            updated_at,
+            draft,
+            created_at: now,
+            updated_at: now,
         }
     }
 }

@@ -23,12 +23,15 @@ use products_core::{
 };
 use redis::{aio::ConnectionManager, AsyncCommands, IntoConnectionInfo};
 
-use crate::{codec::ProductJson, config::RedisSettings};
+use crate::{
+    codec::ProductJson,
+    config::{ExposeSecret, RedisSettings},
+};
 
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
 fn client(settings: &RedisSettings) -> Result<redis::Client, redis::RedisError> {
-    let mut info = settings.url.as_str().into_connection_info()?;
+    let mut info = settings.url.expose_secret().into_connection_info()?;
     let auth = &settings.auth;
     if auth.username.is_some() || auth.password.is_some() {
         let mut redis_settings = info.redis_settings().clone();
@@ -36,7 +39,7 @@ fn client(settings: &RedisSettings) -> Result<redis::Client, redis::RedisError> 
             redis_settings = redis_settings.set_username(username);
         }
         if let Some(password) = &auth.password {
-            redis_settings = redis_settings.set_password(password.expose());
+            redis_settings = redis_settings.set_password(password.expose_secret());
         }
         info = info.set_redis_settings(redis_settings);
     }
@@ -273,13 +276,13 @@ mod tests {
         assert!(decode_entry(b"x|").is_err());
         assert!(decode_entry(b"3|{not json").is_err());
     }
-    use crate::config::{Secret, Settings};
+    use crate::config::Settings;
 
     /// Neither a bad URL nor an unreachable server echoes the password.
     #[tokio::test]
     async fn errors_do_not_echo_credentials() {
         let mut settings = Settings::load_from(None, Vec::new()).unwrap().redis;
-        settings.url = "redis://:url-hunter2@127.0.0.1:notaport".to_owned();
+        settings.url = "redis://:url-hunter2@127.0.0.1:notaport".into();
         let err = RedisProductCache::new(&settings)
             .err()
             .expect("invalid port");
@@ -290,8 +293,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        settings.url = format!("redis://:url-hunter2@127.0.0.1:{port}");
-        settings.auth.password = Some(Secret::new("auth-hunter2"));
+        settings.url = format!("redis://:url-hunter2@127.0.0.1:{port}").into();
+        settings.auth.password = Some("auth-hunter2".into());
         let cache = RedisProductCache::new(&settings).unwrap();
         let err = cache.ping().await.unwrap_err();
         assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
@@ -300,7 +303,7 @@ mod tests {
     #[test]
     fn a_missing_ca_file_is_an_error() {
         let mut settings = Settings::load_from(None, Vec::new()).unwrap().redis;
-        settings.url = "rediss://127.0.0.1:6380".to_owned();
+        settings.url = "rediss://127.0.0.1:6380".into();
         settings.tls_ca_file = Some("/nonexistent/ca.pem".into());
         assert!(RedisProductCache::new(&settings).is_err());
     }

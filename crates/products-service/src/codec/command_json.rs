@@ -131,7 +131,12 @@ pub fn decode_command(
         CommandKind::Create => {
             let created_at = created_at.unwrap_or(fallback_time);
             let updated_at = updated_at.unwrap_or(created_at);
-            ProductCommand::Create(Product::from_draft(id, draft, created_at, updated_at))
+            ProductCommand::Create(Product {
+                id,
+                draft,
+                created_at,
+                updated_at,
+            })
         }
         CommandKind::Update => ProductCommand::Update(ProductUpdate {
             id,
@@ -270,7 +275,7 @@ mod tests {
             let ProductCommand::Create(product) = &command else {
                 panic!("expected a create")
             };
-            assert_eq!(product.price.value().to_bits(), price.to_bits());
+            assert_eq!(product.draft.price.value().to_bits(), price.to_bits());
             let again = decode_command(CommandKind::Create, &encode_command(&command), origin());
             assert_eq!(again.unwrap(), command, "{price:e}");
         }

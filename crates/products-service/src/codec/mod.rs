@@ -7,4 +7,4 @@ mod fields;
 mod product_json;
 
 pub use command_json::{decode_command, encode_command, CommandKind, MessageOrigin};
-pub use product_json::{decode_product_input, DecodeError, ProductJson};
+pub use product_json::{decode_product_input, DecodeError, ProductInput, ProductJson};

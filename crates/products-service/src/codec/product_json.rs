@@ -8,8 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use products_core::domain::{
-    CategoryId, Description, HttpUrl, Price, Product, ProductId, ProductName, Quantity, Rating,
-    UnvalidatedProduct, ValidationErrors,
+    CategoryId, Description, HttpUrl, Price, Product, ProductDraft, ProductId, ProductName,
+    Quantity, Rating, UnvalidatedProduct, ValidationErrors,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,10 +39,42 @@ pub struct ProductJson {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The body a client sends to create or update a product, for the OpenAPI
+/// document. Decoding does not go through serde (see the module doc) but
+/// through [`decode_product_input`]; a test holds the two to the same
+/// fields and the same required ones.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductInput {
+    /// 24-hex ObjectId of the category.
+    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f7")]
+    pub category_id: String,
+    /// 3 to 250 characters.
+    #[schema(example = "Coffee mug", min_length = 3, max_length = 250)]
+    pub name: String,
+    /// 3 to 500 characters.
+    #[schema(example = "Stoneware, 350 ml", min_length = 3, max_length = 500)]
+    pub description: String,
+    /// Greater than 0.
+    #[schema(example = 9.5, exclusive_minimum = 0)]
+    pub price: f64,
+    /// An http(s) URL.
+    #[schema(example = "https://img.example.com/mug.png")]
+    pub image_url: Option<String>,
+    /// http(s) URLs, at most 50.
+    pub photos: Option<Vec<String>>,
+    #[schema(minimum = 0)]
+    pub quantity: i64,
+    /// 0 to 10; defaults to 0.
+    #[schema(minimum = 0, maximum = 10)]
+    pub rating: Option<i64>,
+}
+
 impl From<&Product> for ProductJson {
-    fn from(p: &Product) -> Self {
+    fn from(product: &Product) -> Self {
+        let p = &product.draft;
         Self {
-            product_id: p.id.to_string(),
+            product_id: product.id.to_string(),
             category_id: p.category_id.to_string(),
             name: p.name.to_string(),
             description: p.description.to_string(),
@@ -51,8 +83,8 @@ impl From<&Product> for ProductJson {
             photos: p.photos.iter().map(ToString::to_string).collect(),
             quantity: p.quantity.value(),
             rating: p.rating.value(),
-            created_at: p.created_at,
-            updated_at: p.updated_at,
+            created_at: product.created_at,
+            updated_at: product.updated_at,
         }
     }
 }
@@ -64,8 +96,8 @@ impl ProductJson {
         fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, ValidationErrors> {
             parsed.map_err(|m| ValidationErrors::single(name.to_owned(), m))
         }
-        Ok(Product {
-            id: field("productId", ProductId::parse(&self.product_id))?,
+        let id = field("productId", ProductId::parse(&self.product_id))?;
+        let draft = ProductDraft {
             category_id: field("categoryId", CategoryId::parse(&self.category_id))?,
             name: field("name", ProductName::parse(&self.name))?,
             description: field("description", Description::parse(&self.description))?,
@@ -81,6 +113,10 @@ impl ProductJson {
                 .collect::<Result<_, _>>()?,
             quantity: field("quantity", Quantity::parse(self.quantity))?,
             rating: field("rating", Rating::parse(self.rating))?,
+        };
+        Ok(Product {
+            id,
+            draft,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -134,6 +170,52 @@ mod tests {
         assert_eq!(
             fields,
             ["categoryId", "name", "price", "photos[0]", "quantity"]
+        );
+    }
+
+    /// The OpenAPI body schema and the decoder name the same fields and
+    /// require the same ones, so the document cannot drift from the code.
+    #[test]
+    fn the_body_schema_lists_what_the_decoder_reads() {
+        let schema =
+            serde_json::to_value(<ProductInput as utoipa::PartialSchema>::schema()).unwrap();
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            let mut names: Vec<String> = match v {
+                serde_json::Value::Object(map) => map.keys().cloned().collect(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            names.sort();
+            names
+        };
+        let error_fields = |body: &serde_json::Value| -> Vec<String> {
+            let DecodeError::Fields(errors) = decode_product_input(body.to_string().as_bytes())
+                .and_then(|raw| products_core::domain::ProductDraft::parse(raw).map_err(Into::into))
+                .unwrap_err()
+            else {
+                panic!("expected field errors")
+            };
+            let mut fields: Vec<String> = errors.fields().iter().map(|e| e.field.clone()).collect();
+            fields.sort();
+            fields
+        };
+        // Every property of the wrong JSON type: the decoder reports each.
+        let properties = names(&schema["properties"]);
+        let wrong_types: serde_json::Map<String, serde_json::Value> = properties
+            .iter()
+            .map(|name| (name.clone(), serde_json::json!({ "wrong": "type" })))
+            .collect();
+        assert_eq!(
+            error_fields(&serde_json::Value::Object(wrong_types)),
+            properties
+        );
+        // Nothing at all: the decoder and rules require what the schema does.
+        assert_eq!(
+            error_fields(&serde_json::json!({})),
+            names(&schema["required"])
         );
     }
 

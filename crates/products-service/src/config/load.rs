@@ -109,7 +109,7 @@ impl Settings {
 mod tests {
     use std::path::Path;
 
-    use super::super::{test_env as env, KafkaSecurityProtocol, LogFormat, Settings};
+    use super::super::{test_env as env, ExposeSecret, KafkaSecurityProtocol, LogFormat, Settings};
 
     #[test]
     fn defaults_match_the_original_ports() {
@@ -140,10 +140,10 @@ mod tests {
         assert_eq!(s.http.addr.port(), 1);
         assert_eq!(s.grpc.addr.port(), 2);
         assert_eq!(s.metrics.addr.port(), 3);
-        assert_eq!(s.mongo.uri, "mongodb://127.0.0.1:1");
+        assert_eq!(s.mongo.uri.expose_secret(), "mongodb://127.0.0.1:1");
         assert_eq!(s.mongo.database, "other");
         assert_eq!(s.kafka.brokers, "127.0.0.1:19092");
-        assert_eq!(s.redis.url, "redis://127.0.0.1:1");
+        assert_eq!(s.redis.url.expose_secret(), "redis://127.0.0.1:1");
         assert_eq!(
             s.telemetry.otlp_endpoint.as_deref(),
             Some("http://127.0.0.1:4317")

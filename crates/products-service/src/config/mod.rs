@@ -11,7 +11,7 @@ mod secrets;
 mod settings;
 
 pub use self::{
-    secrets::{Credentials, Secret, SecretFileError},
+    secrets::{read_secret_file, Credentials, ExposeSecret, SecretFileError, SecretString},
     settings::*,
 };
 

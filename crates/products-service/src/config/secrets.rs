@@ -1,42 +1,23 @@
-//! Credentials: [`Secret`] (never shown by `Debug`), user/password pairs,
-//! the resolution of `*_file` settings, and the redacting `Debug` of the
-//! settings that hold secrets.
+//! Credentials. Every secret setting (passwords, URIs that may carry them,
+//! the JWT secret and key, API keys) is a [`SecretString`] from `secrecy`:
+//! `Debug` shows `[REDACTED]`, and the value is read only through
+//! [`ExposeSecret::expose_secret`] where it is handed to a client library.
+//! [`read_secret_file`] is the one reader of `*_file` settings, for these
+//! credentials and for `api::auth` alike.
 
 use std::path::{Path, PathBuf};
 
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{AuthSettings, JwtSettings, MongoSettings, RedisSettings, Settings};
-
-/// A password or other credential: deserialized like a string, never shown
-/// by `Debug`. Read it with [`Secret::expose`] only where it is handed to a
-/// client library.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use super::Settings;
 
 /// A user name and password given inline or, better, as a file mounted at
 /// runtime (`password_file`, which wins over `password`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Credentials {
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
 }
 
@@ -49,103 +30,52 @@ pub struct SecretFileError {
     pub source: std::io::Error,
 }
 
-impl Credentials {
-    /// Reads `password_file` (if set) into `password`.
-    pub fn resolve(&mut self) -> Result<(), SecretFileError> {
-        resolve_secret(&mut self.password, self.password_file.as_deref())
-    }
+/// Reads a secret from `path`. One trailing newline (`\n` or `\r\n`) is
+/// dropped, as files written by `echo` or editors end with one.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, SecretFileError> {
+    let content = std::fs::read_to_string(path).map_err(|source| SecretFileError {
+        path: path.to_owned(),
+        source,
+    })?;
+    let trimmed = content
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&content);
+    Ok(SecretString::from(trimmed))
 }
 
-/// Reads `file` (if set) into `secret`; one trailing newline is dropped, as
-/// files written by `echo` or editors end with one.
-fn resolve_secret(secret: &mut Option<Secret>, file: Option<&Path>) -> Result<(), SecretFileError> {
+/// Replaces `secret` with the content of `file`, if one is set.
+fn resolve(secret: &mut Option<SecretString>, file: Option<&Path>) -> Result<(), SecretFileError> {
     if let Some(path) = file {
-        let content = std::fs::read_to_string(path).map_err(|source| SecretFileError {
-            path: path.to_owned(),
-            source,
-        })?;
-        let trimmed = content
-            .strip_suffix('\n')
-            .map(|s| s.strip_suffix('\r').unwrap_or(s))
-            .unwrap_or(&content);
-        *secret = Some(Secret::new(trimmed));
+        *secret = Some(read_secret_file(path)?);
     }
     Ok(())
 }
 
+impl Credentials {
+    /// Reads `password_file` (if set) into `password`.
+    pub fn resolve(&mut self) -> Result<(), SecretFileError> {
+        resolve(&mut self.password, self.password_file.as_deref())
+    }
+}
+
 impl Settings {
-    /// Reads every `*_file` secret into its value. Called once at startup
+    /// Reads every `*_file` password into its value. Called once at startup
     /// (and by [`crate::server::Application::build`]); fails naming the file
-    /// that cannot be read.
+    /// that cannot be read. (The JWT key and API key files are read when the
+    /// authenticator is built, by the same [`read_secret_file`].)
     pub fn resolve_secrets(&mut self) -> Result<(), SecretFileError> {
         self.mongo.auth.resolve()?;
         self.redis.auth.resolve()?;
         let sasl = &mut self.kafka.security.sasl;
-        resolve_secret(&mut sasl.password, sasl.password_file.as_deref())
-    }
-}
-
-impl std::fmt::Debug for MongoSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MongoSettings")
-            .field("uri", &"<redacted>")
-            .field("database", &self.database)
-            .field("collection", &self.collection)
-            .field("tls", &self.tls)
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("enabled", &self.enabled)
-            .field("url", &"<redacted>")
-            .field("ttl_seconds", &self.ttl_seconds)
-            .field("deleted_ttl_seconds", &self.deleted_ttl_seconds)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for AuthSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthSettings")
-            .field("enabled", &self.enabled)
-            .field("protect_reads", &self.protect_reads)
-            .field("scope_claim", &self.scope_claim)
-            .field("write_scope", &self.write_scope)
-            .field("jwt", &self.jwt)
-            .field(
-                "api_keys",
-                &format_args!("<{} redacted>", self.api_keys.len()),
-            )
-            .field("api_keys_file", &self.api_keys_file)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for JwtSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
-        f.debug_struct("JwtSettings")
-            .field("algorithm", &self.algorithm)
-            .field("secret", &redacted(self.secret.is_some()))
-            .field("secret_file", &self.secret_file)
-            .field("public_key_pem", &redacted(self.public_key_pem.is_some()))
-            .field("public_key_file", &self.public_key_file)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("leeway_secs", &self.leeway_secs)
-            .finish()
+        resolve(&mut sasl.password, sasl.password_file.as_deref())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{test_env as env, KafkaSecurityProtocol, Secret, Settings};
+    use super::super::{test_env as env, KafkaSecurityProtocol, Settings};
+    use super::{ExposeSecret, SecretString};
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
@@ -158,12 +88,15 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.auth.jwt.secret.as_deref(), Some("hunter2-jwt-secret"));
-        s.auth.api_keys = vec!["hunter2-api-key".to_owned()];
-        s.auth.jwt.public_key_pem = Some("hunter2-pem".to_owned());
+        assert_eq!(
+            s.auth.jwt.secret.as_ref().map(ExposeSecret::expose_secret),
+            Some("hunter2-jwt-secret")
+        );
+        s.auth.api_keys = vec!["hunter2-api-key".into()];
+        s.auth.jwt.public_key_pem = Some("hunter2-pem".into());
         let debug = format!("{s:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
-        assert!(debug.contains("<1 redacted>"));
+        assert!(debug.contains("[REDACTED]"), "{debug}");
     }
 
     #[test]
@@ -178,15 +111,28 @@ mod tests {
         ];
         let s = Settings::load_from(None, env(&secrets)).unwrap();
         assert_eq!(
-            s.mongo.auth.password.as_ref().map(Secret::expose),
+            s.mongo
+                .auth
+                .password
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             Some("mongo-password-secret")
         );
         assert_eq!(
-            s.redis.auth.password.as_ref().map(Secret::expose),
+            s.redis
+                .auth
+                .password
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             Some("redis-password-secret")
         );
         assert_eq!(
-            s.kafka.security.sasl.password.as_ref().map(Secret::expose),
+            s.kafka
+                .security
+                .sasl
+                .password
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
             Some("kafka-sasl-secret")
         );
         assert_eq!(s.kafka.security.protocol, KafkaSecurityProtocol::SaslSsl);
@@ -200,7 +146,7 @@ mod tests {
             ] {
                 assert!(!debug.contains(secret), "{secret} in {debug}");
             }
-            assert!(debug.contains("<redacted>"));
+            assert!(debug.contains("[REDACTED]"));
         }
     }
 
@@ -226,7 +172,8 @@ mod tests {
         )
         .unwrap();
         s.resolve_secrets().unwrap();
-        let expose = |secret: &Option<Secret>| secret.as_ref().map(|s| s.expose().to_owned());
+        let expose =
+            |secret: &Option<SecretString>| secret.as_ref().map(|s| s.expose_secret().to_owned());
         assert_eq!(
             expose(&s.mongo.auth.password).as_deref(),
             Some("mongo-file-secret")

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
-use super::{Credentials, Secret};
+use super::{Credentials, SecretString};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -56,7 +56,7 @@ pub struct GrpcSettings {
 }
 
 /// Who may call the product APIs (REST and gRPC). Off by default.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
     pub enabled: bool,
     /// Reads (get, search) need a valid token too; by default they are public.
@@ -67,22 +67,23 @@ pub struct AuthSettings {
     pub write_scope: String,
     pub jwt: JwtSettings,
     /// Static API keys, sent as bearer tokens; they may write. Never logged.
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<SecretString>,
     /// A file with one API key per line (`#` comments and blank lines ignored).
     pub api_keys_file: Option<PathBuf>,
 }
 
 /// JWT verification; active when a key (secret or public key) is configured.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
     /// The one accepted algorithm: HS256/384/512, RS256/384/512, PS256/384/512,
     /// ES256/384 or EdDSA. Tokens signed otherwise are rejected.
     pub algorithm: jsonwebtoken::Algorithm,
     /// HMAC secret (HS*), inline or from a file. Never logged.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     pub secret_file: Option<PathBuf>,
-    /// PEM public key (RS*, PS*, ES*, EdDSA), inline or from a file.
-    pub public_key_pem: Option<String>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA), inline or from a file. Not a
+    /// secret, but not logged either.
+    pub public_key_pem: Option<SecretString>,
     pub public_key_file: Option<PathBuf>,
     /// When set, tokens must carry this `iss` / `aud`.
     pub issuer: Option<String>,
@@ -106,10 +107,10 @@ pub struct MetricsSettings {
     pub addr: SocketAddr,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct MongoSettings {
-    /// May hold credentials: never logged (see the `Debug` impl).
-    pub uri: String,
+    /// May hold credentials: never logged.
+    pub uri: SecretString,
     pub database: String,
     pub collection: String,
     pub server_selection_timeout_ms: u64,
@@ -130,11 +131,11 @@ pub struct ClientTlsSettings {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
     pub enabled: bool,
-    /// May hold a password: never logged (see the `Debug` impl).
-    pub url: String,
+    /// May hold a password: never logged.
+    pub url: SecretString,
     pub ttl_seconds: u64,
     /// How long a "deleted" entry stays cached.
     pub deleted_ttl_seconds: u64,
@@ -203,7 +204,7 @@ pub struct SaslSettings {
     /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.
     pub mechanism: String,
     pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub password: Option<SecretString>,
     /// Wins over `password`.
     pub password_file: Option<PathBuf>,
 }

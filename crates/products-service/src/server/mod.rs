@@ -15,6 +15,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{routing::get, Router};
 use products_core::app::{NoCache, ProductCache, ProductService, SystemClock};
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -259,7 +260,7 @@ impl Application {
                 tonic::transport::ServerTlsConfig::new()
                     .identity(tonic::transport::Identity::from_pem(
                         identity.cert_pem,
-                        identity.key_pem,
+                        identity.key_pem.expose_secret(),
                     ))
                     .timeout(Duration::from_millis(settings.http.header_read_timeout_ms)),
             )?;

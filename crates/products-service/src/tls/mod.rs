@@ -8,6 +8,7 @@ pub mod certgen;
 use std::{path::PathBuf, sync::Arc};
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::config::TlsSettings;
 
@@ -33,17 +34,12 @@ pub enum TlsError {
     Identity(#[from] rustls::Error),
 }
 
-/// A listener's certificate chain and key, as PEM text.
-#[derive(Clone)]
+/// A listener's certificate chain and private key, as PEM text (the key a
+/// secret: `Debug` shows `[REDACTED]`).
+#[derive(Debug, Clone)]
 pub struct PemIdentity {
     pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for PemIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PemIdentity").finish_non_exhaustive()
-    }
+    pub key_pem: SecretSlice<u8>,
 }
 
 impl PemIdentity {
@@ -58,7 +54,7 @@ impl PemIdentity {
         };
         let identity = Self {
             cert_pem: read("certificate", &settings.cert_file)?,
-            key_pem: read("key", &settings.key_file)?,
+            key_pem: read("key", &settings.key_file)?.into(),
         };
         identity.server_config(&[]).map_err(|err| match err {
             TlsError::Pem { what, .. } => TlsError::Pem {
@@ -85,9 +81,11 @@ impl PemIdentity {
                 what: "certificate",
                 path: PathBuf::new(),
             })?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|_| TlsError::Pem {
-            what: "key",
-            path: PathBuf::new(),
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.expose_secret()).map_err(|_| {
+            TlsError::Pem {
+                what: "key",
+                path: PathBuf::new(),
+            }
         })?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

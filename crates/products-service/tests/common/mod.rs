@@ -114,6 +114,24 @@ pub fn read(path: &Path) -> String {
         .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
+/// Every panel of a Grafana dashboard, including those nested in (collapsed)
+/// rows, in document order.
+pub fn all_panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&serde_json::Value> = dashboard
+        .get("panels")
+        .and_then(serde_json::Value::as_array)
+        .map(|p| p.iter().rev().collect())
+        .unwrap_or_default();
+    while let Some(panel) = stack.pop() {
+        if let Some(nested) = panel.get("panels").and_then(serde_json::Value::as_array) {
+            stack.extend(nested.iter().rev());
+        }
+        out.push(panel);
+    }
+    out
+}
+
 /// Sends `request` and returns the answer's status.
 pub async fn status_of(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
     request.send().await.unwrap().status()
@@ -145,9 +163,9 @@ pub fn test_settings() -> Settings {
     settings.http.addr = any_port;
     settings.grpc.addr = any_port;
     settings.metrics.addr = any_port;
-    settings.mongo.uri = MONGO_URI.to_owned();
+    settings.mongo.uri = MONGO_URI.into();
     settings.mongo.database = unique("test");
-    settings.redis.url = REDIS_URL.to_owned();
+    settings.redis.url = REDIS_URL.into();
     settings.redis.key_prefix = format!("{}:", unique("test"));
     settings.kafka.brokers = KAFKA.to_owned();
     let run = unique("test");

@@ -7,10 +7,10 @@ use std::{
 };
 
 use mongodb::bson::{doc, oid::ObjectId, Document};
-use products_service::config::Settings;
+use products_service::config::{ExposeSecret, Settings};
 
 async fn collection(settings: &Settings) -> mongodb::Collection<Document> {
-    mongodb::Client::with_uri_str(&settings.mongo.uri)
+    mongodb::Client::with_uri_str(settings.mongo.uri.expose_secret())
         .await
         .unwrap()
         .database(&settings.mongo.database)

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use products_service::config::Settings;
+use products_service::config::{ExposeSecret, Settings};
 
 use super::{eventually, free_port};
 
@@ -58,9 +58,9 @@ impl Replica {
             .env("HTTP_ADDR", &self.http)
             .env("GRPC_ADDR", &self.grpc)
             .env("METRICS_ADDR", &self.metrics)
-            .env("MONGO_URI", &settings.mongo.uri)
+            .env("MONGO_URI", settings.mongo.uri.expose_secret())
             .env("MONGO_DB", &settings.mongo.database)
-            .env("REDIS_URL", &settings.redis.url)
+            .env("REDIS_URL", settings.redis.url.expose_secret())
             .env("APP__REDIS__KEY_PREFIX", &settings.redis.key_prefix)
             .env("KAFKA_BROKERS", &kafka.brokers)
             .env("KAFKA_GROUP_ID", &kafka.group_id)

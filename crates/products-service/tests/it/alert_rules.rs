@@ -23,7 +23,7 @@ use std::{
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
-use crate::common::{read, repo_root};
+use crate::common::{all_panels, read, repo_root};
 
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 const ALERT_TESTS: &str = "deploy/prometheus/alerts.test.yml";
@@ -95,23 +95,6 @@ fn seq<'a>(value: &'a Yaml, key: &str) -> &'a [Yaml] {
         .unwrap_or(&[])
 }
 
-/// Every panel of a dashboard, including those nested in (collapsed) rows.
-fn all_panels(dashboard: &Json) -> Vec<&Json> {
-    let mut out = Vec::new();
-    let mut stack: Vec<&Json> = dashboard
-        .get("panels")
-        .and_then(Json::as_array)
-        .map(|p| p.iter().rev().collect())
-        .unwrap_or_default();
-    while let Some(panel) = stack.pop() {
-        if let Some(nested) = panel.get("panels").and_then(Json::as_array) {
-            stack.extend(nested.iter().rev());
-        }
-        out.push(panel);
-    }
-    out
-}
-
 /// The `$name` / `${name}` / `[[name]]` variable references in a query.
 fn variables(expr: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -175,7 +158,7 @@ fn local_prometheus_config_passes_promtool_check() {
 #[test]
 fn docker_prometheus_config_passes_promtool_check() {
     // Its rule file is a container path (/etc/prometheus/alerts.yml, mounted by
-    // docker-compose.yml; compose_file.rs checks the mount), which does not
+    // docker-compose.yml; compose_file/ checks the mount), which does not
     // exist here: check the syntax only. The rules themselves are checked above.
     promtool(
         &repo_root(),

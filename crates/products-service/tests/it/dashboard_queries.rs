@@ -6,7 +6,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use crate::common::{
-    eventually,
+    all_panels, eventually,
     kafka::{produce, producer},
     products::{create_product, product_body, update_product},
     repo_root, spawn_app, unique, KAFKA, PROMETHEUS,
@@ -39,12 +39,8 @@ async fn query(expr: &str) -> Value {
 fn dashboard_exprs() -> Vec<(String, String)> {
     let path = repo_root().join("deploy/grafana/dashboards/products-service.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut panels: Vec<Value> = dashboard["panels"].as_array().cloned().unwrap_or_default();
     let mut exprs = Vec::new();
-    while let Some(panel) = panels.pop() {
-        if let Some(nested) = panel["panels"].as_array() {
-            panels.extend(nested.iter().cloned());
-        }
+    for panel in all_panels(&dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             if let Some(expr) = target["expr"].as_str() {
                 exprs.push((

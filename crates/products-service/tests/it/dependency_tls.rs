@@ -100,7 +100,7 @@ async fn redis_over_tls_with_a_password_file() {
 
     let settings = |password_file: PathBuf, ca: Option<PathBuf>| {
         let mut settings = test_settings();
-        settings.redis.url = format!("rediss://127.0.0.1:{port}");
+        settings.redis.url = format!("rediss://127.0.0.1:{port}").into();
         settings.redis.tls_ca_file = ca;
         settings.redis.auth.password_file = Some(password_file);
         settings
@@ -154,7 +154,7 @@ async fn mongodb_over_tls_trusting_the_ca_file() {
 
     let settings = |ca: Option<PathBuf>| {
         let mut settings = test_settings();
-        settings.mongo.uri = format!("mongodb://127.0.0.1:{port}");
+        settings.mongo.uri = format!("mongodb://127.0.0.1:{port}").into();
         settings.mongo.tls.enabled = true;
         settings.mongo.tls.ca_file = ca;
         settings

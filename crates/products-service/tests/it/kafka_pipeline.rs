@@ -10,7 +10,7 @@ use std::{
 
 use chrono::{TimeZone, Utc};
 use mongodb::bson::oid::ObjectId;
-use products_service::config::Settings;
+use products_service::config::{ExposeSecret, Settings};
 use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -220,7 +220,7 @@ async fn poison_messages_are_dead_lettered_whole_and_the_stream_goes_on() {
 async fn database_outage_mid_stream_loses_and_dead_letters_nothing() {
     let mut db = PrivateFerretDb::start().await;
     let mut settings = test_settings();
-    settings.mongo.uri = db.uri();
+    settings.mongo.uri = db.uri().into();
     settings.redis.enabled = false;
     let app = spawn_app_with(settings).await;
     let topics = app.settings.kafka.topics.clone();
@@ -280,7 +280,7 @@ fn start_service(settings: &Settings) -> Child {
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
-        .env("MONGO_URI", &settings.mongo.uri)
+        .env("MONGO_URI", settings.mongo.uri.expose_secret())
         .env("MONGO_DB", &settings.mongo.database)
         .env("REDIS_ENABLED", "false")
         .env("APP__KAFKA__CONSUMER__RETRY_MAX_ATTEMPTS", "2")

@@ -200,7 +200,7 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
 async fn a_ninety_second_database_outage_dead_letters_nothing() {
     let mut db = PrivateFerretDb::start().await;
     let mut settings = test_settings();
-    settings.mongo.uri = db.uri();
+    settings.mongo.uri = db.uri().into();
     settings.redis.enabled = false;
     settings.kafka.consumer.not_found_wait_ms = 2000;
     let app = spawn_app_with(settings).await;

@@ -188,7 +188,7 @@ fn join_group(
 async fn a_revocation_waiting_for_a_stuck_worker_does_not_stall_http() {
     let db = PrivateFerretDb::start().await;
     let mut settings = test_settings();
-    settings.mongo.uri = db.uri();
+    settings.mongo.uri = db.uri().into();
     settings.kafka.consumer.apply_timeout_ms = 3000;
     // Almost always inside an attempt, not between two.
     settings.kafka.consumer.retry_initial_backoff_ms = 1;

@@ -9,7 +9,7 @@ use crate::common::{
     products::{create_product, product_body, update_product, wait_for_product},
     spawn_app_with, status_of, test_settings,
 };
-use products_service::api::grpc::pb::GetByIdReq;
+use products_service::{api::grpc::pb::GetByIdReq, config::ExposeSecret};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ use serde_json::Value;
 async fn redis_outage_degrades_to_mongodb() {
     let mut redis = PrivateRedis::start().await;
     let mut settings = test_settings();
-    settings.redis.url = redis.url();
+    settings.redis.url = redis.url().into();
     let app = spawn_app_with(settings).await;
 
     let created = create_product(&app, &product_body("Cache victim")).await;
@@ -56,7 +56,7 @@ async fn redis_outage_degrades_to_mongodb() {
 async fn mongodb_outage_answers_503_and_unavailable_then_recovers() {
     let mut db = PrivateFerretDb::start().await;
     let mut settings = test_settings();
-    settings.mongo.uri = db.uri();
+    settings.mongo.uri = db.uri().into();
     settings.redis.enabled = false; // every read must hit the database
     let app = spawn_app_with(settings).await;
     let created = create_product(&app, &product_body("Survivor")).await;
@@ -143,7 +143,7 @@ async fn starting_twice_on_a_populated_database_keeps_the_indexes() {
     let repository = MongoProductRepository::connect(&settings.mongo)
         .await
         .unwrap();
-    let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
+    let client = mongodb::Client::with_uri_str(settings.mongo.uri.expose_secret())
         .await
         .unwrap();
     let collection = client

@@ -519,14 +519,7 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
                         m.timestamp()
                     );
                 }
-                let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
-                    .await
-                    .unwrap();
-                let stored = client
-                    .database(&settings.mongo.database)
-                    .collection::<mongodb::bson::Document>(&settings.mongo.collection)
-                    .find_one(mongodb::bson::doc! {"_id": mongodb::bson::oid::ObjectId::parse_str(id).unwrap()})
-                    .await;
+                let stored = crate::common::mongo::stored_document(&settings, id).await;
                 eprintln!("{id}: stored {stored:?}");
             }
             for (id, name) in behind.iter().take(3) {

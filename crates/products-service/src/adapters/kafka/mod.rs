@@ -15,7 +15,7 @@ pub mod topics;
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaSettings;
+use crate::config::{ExposeSecret, KafkaSettings};
 
 /// Settings every client of ours shares, transport security included
 /// (secrets must have been resolved: `Settings::resolve_secrets`). rdkafka's
@@ -39,7 +39,7 @@ pub(crate) fn client_config(settings: &KafkaSettings) -> ClientConfig {
             config.set("sasl.username", username);
         }
         if let Some(password) = &sasl.password {
-            config.set("sasl.password", password.expose());
+            config.set("sasl.password", password.expose_secret());
         }
     }
     config
@@ -50,14 +50,14 @@ mod tests {
     use rdkafka::producer::FutureProducer;
 
     use super::client_config;
-    use crate::config::{KafkaSecurityProtocol, Secret, Settings};
+    use crate::config::{KafkaSecurityProtocol, Settings};
 
     fn settings() -> crate::config::KafkaSettings {
         let mut kafka = Settings::load_from(None, Vec::new()).unwrap().kafka;
         kafka.security.protocol = KafkaSecurityProtocol::SaslSsl;
         kafka.security.ssl_ca_file = Some("/certs/kafka-ca.pem".into());
         kafka.security.sasl.username = Some("products".to_owned());
-        kafka.security.sasl.password = Some(Secret::new("sasl-hunter2"));
+        kafka.security.sasl.password = Some("sasl-hunter2".into());
         kafka
     }
 

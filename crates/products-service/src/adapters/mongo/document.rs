@@ -7,7 +7,8 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use products_core::{
     app::{PortError, ProductUpdate, UpdateOrder},
     domain::{
-        CategoryId, Description, HttpUrl, Price, Product, ProductId, ProductName, Quantity, Rating,
+        CategoryId, Description, HttpUrl, Price, Product, ProductDraft, ProductId, ProductName,
+        Quantity, Rating,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -63,16 +64,17 @@ pub(super) fn object_id(id: &ProductId) -> ObjectId {
 }
 
 pub(super) fn to_document(p: &Product) -> ProductDocument {
+    let d = &p.draft;
     ProductDocument {
         id: object_id(&p.id),
-        category_id: ObjectId::from_bytes(p.category_id.to_bytes()),
-        name: p.name.to_string(),
-        description: p.description.to_string(),
-        price: p.price.value(),
-        image_url: p.image_url.as_ref().map(ToString::to_string),
-        photos: p.photos.iter().map(ToString::to_string).collect(),
-        quantity: p.quantity.value(),
-        rating: p.rating.value(),
+        category_id: ObjectId::from_bytes(d.category_id.to_bytes()),
+        name: d.name.to_string(),
+        description: d.description.to_string(),
+        price: d.price.value(),
+        image_url: d.image_url.as_ref().map(ToString::to_string),
+        photos: d.photos.iter().map(ToString::to_string).collect(),
+        quantity: d.quantity.value(),
+        rating: d.rating.value(),
         created_at: bson_date(p.created_at),
         updated_at: bson_date(p.updated_at),
         rev: 1,
@@ -89,8 +91,7 @@ pub(super) fn from_document(d: ProductDocument) -> Result<Product, PortError> {
     let date = |dt: mongodb::bson::DateTime| {
         DateTime::from_timestamp_millis(dt.timestamp_millis()).unwrap_or_default()
     };
-    Ok(Product {
-        id: ProductId::from_bytes(d.id.bytes()),
+    let draft = ProductDraft {
         category_id: CategoryId::from_bytes(d.category_id.bytes()),
         name: ProductName::parse(&d.name).map_err(|m| corrupt("name", m))?,
         description: Description::parse(&d.description).map_err(|m| corrupt("description", m))?,
@@ -109,6 +110,10 @@ pub(super) fn from_document(d: ProductDocument) -> Result<Product, PortError> {
             .map_err(|m| corrupt("photos", m))?,
         quantity: Quantity::parse(d.quantity).map_err(|m| corrupt("quantity", m))?,
         rating: Rating::parse(d.rating).map_err(|m| corrupt("rating", m))?,
+    };
+    Ok(Product {
+        id: ProductId::from_bytes(d.id.bytes()),
+        draft,
         created_at: date(d.created_at),
         updated_at: date(d.updated_at),
     })

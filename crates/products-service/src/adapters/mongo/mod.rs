@@ -36,7 +36,7 @@ use products_core::{
     domain::{Product, ProductId, SearchPage, SearchQuery},
 };
 
-use crate::config::MongoSettings;
+use crate::config::{ExposeSecret, MongoSettings};
 
 use self::{
     document::{
@@ -63,7 +63,7 @@ impl MongoProductRepository {
     /// from the settings override those of the URI; secrets must have been
     /// resolved (`Settings::resolve_secrets`).
     pub async fn connect(settings: &MongoSettings) -> Result<Self, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(&settings.uri).await?;
+        let mut options = ClientOptions::parse(settings.uri.expose_secret()).await?;
         options.app_name = Some("products-service".to_owned());
         if settings.tls.enabled || settings.tls.ca_file.is_some() {
             let tls = TlsOptions::builder()
@@ -78,7 +78,7 @@ impl MongoProductRepository {
                 credential.username = Some(username.clone());
             }
             if let Some(password) = &auth.password {
-                credential.password = Some(password.expose().to_owned());
+                credential.password = Some(password.expose_secret().to_owned());
             }
             options.credential = Some(credential);
         }
@@ -438,7 +438,7 @@ fn revision_of(rev: i64) -> Revision {
 #[cfg(test)]
 mod tests {
     use super::{literal_pattern, MongoProductRepository};
-    use crate::config::{Secret, Settings};
+    use crate::config::Settings;
     use products_core::app::ProductRepository;
 
     fn closed_port() -> u16 {
@@ -453,7 +453,7 @@ mod tests {
     #[tokio::test]
     async fn errors_do_not_echo_credentials() {
         let mut settings = Settings::load_from(None, Vec::new()).unwrap().mongo;
-        settings.uri = "mongodb://products:uri-hunter2@127.0.0.1:99999/".to_owned();
+        settings.uri = "mongodb://products:uri-hunter2@127.0.0.1:99999/".into();
         let err = MongoProductRepository::connect(&settings)
             .await
             .err()
@@ -463,8 +463,9 @@ mod tests {
         settings.uri = format!(
             "mongodb://products:uri-hunter2@127.0.0.1:{}/",
             closed_port()
-        );
-        settings.auth.password = Some(Secret::new("auth-hunter2"));
+        )
+        .into();
+        settings.auth.password = Some("auth-hunter2".into());
         settings.server_selection_timeout_ms = 200;
         let repository = MongoProductRepository::connect(&settings).await.unwrap();
         let err = repository.ping().await.unwrap_err();

@@ -1,14 +1,16 @@
 //! Building an [`Authenticator`] from [`AuthSettings`]: the JWT key (inline
 //! or from a file, checked against the one algorithm accepted) and the API
 //! keys (inline and from a file). A configuration that cannot work is an
-//! [`AuthConfigError`] and the service does not start.
+//! [`AuthConfigError`] and the service does not start. Files are read by
+//! `config::read_secret_file`, as every other `*_file` setting.
 
 use std::{path::Path, sync::Arc};
 
 use jsonwebtoken::{AlgorithmFamily, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::{Authenticator, JwtVerifier};
-use crate::config::AuthSettings;
+use crate::config::{read_secret_file, AuthSettings, SecretFileError};
 
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_SECRET_BYTES: usize = 32;
@@ -18,11 +20,11 @@ const MIN_API_KEY_CHARS: usize = 16;
 /// A configuration that cannot work; the service refuses to start.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    #[error("cannot read {what} from {path}: {source}")]
+    #[error("{what}: {source}")]
     File {
         what: &'static str,
-        path: String,
-        source: std::io::Error,
+        #[source]
+        source: SecretFileError,
     },
     #[error("auth.jwt: {0}")]
     Jwt(String),
@@ -32,20 +34,16 @@ pub enum AuthConfigError {
     NothingConfigured,
 }
 
-fn read_file(what: &'static str, path: &Path) -> Result<String, AuthConfigError> {
-    std::fs::read_to_string(path).map_err(|source| AuthConfigError::File {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
+fn read_file(what: &'static str, path: &Path) -> Result<SecretString, AuthConfigError> {
+    read_secret_file(path).map_err(|source| AuthConfigError::File { what, source })
 }
 
 /// The inline value, else the file's content, else nothing.
 fn inline_or_file(
     what: &'static str,
-    inline: Option<&String>,
+    inline: Option<&SecretString>,
     file: Option<&Path>,
-) -> Result<Option<String>, AuthConfigError> {
+) -> Result<Option<SecretString>, AuthConfigError> {
     match (inline, file) {
         (Some(value), _) => Ok(Some(value.clone())),
         (None, Some(path)) => read_file(what, path).map(Some),
@@ -64,19 +62,20 @@ impl Authenticator {
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 
         let jwt = Self::jwt_verifier(settings)?;
-        let mut api_keys: Vec<String> = settings.api_keys.clone();
+        let mut api_keys: Vec<SecretString> = settings.api_keys.clone();
         if let Some(path) = &settings.api_keys_file {
             api_keys.extend(
                 read_file("API keys", path)?
+                    .expose_secret()
                     .lines()
                     .map(str::trim)
                     .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(str::to_owned),
+                    .map(SecretString::from),
             );
         }
         if let Some(short) = api_keys
             .iter()
-            .position(|k| k.chars().count() < MIN_API_KEY_CHARS)
+            .position(|k| k.expose_secret().chars().count() < MIN_API_KEY_CHARS)
         {
             return Err(AuthConfigError::ApiKeys(format!(
                 "key #{} is shorter than {MIN_API_KEY_CHARS} characters",
@@ -91,7 +90,10 @@ impl Authenticator {
             scope_claim: settings.scope_claim.clone(),
             write_scope: settings.write_scope.clone(),
             jwt,
-            api_keys: api_keys.into_iter().map(String::into_bytes).collect(),
+            api_keys: api_keys
+                .iter()
+                .map(|key| SecretSlice::from(key.expose_secret().as_bytes().to_vec()))
+                .collect(),
         })))
     }
 
@@ -123,7 +125,7 @@ impl Authenticator {
                 return Ok(None);
             };
             // A trailing newline from `echo > file` is not part of the secret.
-            let secret = secret.trim_end_matches(['\r', '\n']);
+            let secret = secret.expose_secret().trim_end_matches(['\r', '\n']);
             if secret.len() < MIN_SECRET_BYTES {
                 return Err(AuthConfigError::Jwt(format!(
                     "the {algorithm:?} secret must be at least {MIN_SECRET_BYTES} bytes"
@@ -139,7 +141,7 @@ impl Authenticator {
             else {
                 return Ok(None);
             };
-            let pem = pem.as_bytes();
+            let pem = pem.expose_secret().as_bytes();
             let parsed = match family {
                 AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
                 AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),

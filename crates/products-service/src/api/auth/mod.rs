@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use jsonwebtoken::{DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde_json::Value;
 use subtle::{Choice, ConstantTimeEq};
 
@@ -63,29 +64,21 @@ impl Principal {
     }
 }
 
+#[derive(Debug)]
 pub(super) struct JwtVerifier {
     pub(super) key: DecodingKey,
     pub(super) validation: Validation,
 }
 
 /// Verifies bearer tokens and decides whether they allow an [`Access`].
+/// `Debug` shows no key: `DecodingKey` and `SecretSlice` redact theirs.
+#[derive(Debug)]
 pub struct Authenticator {
     pub(super) protect_reads: bool,
     pub(super) scope_claim: String,
     pub(super) write_scope: String,
     pub(super) jwt: Option<JwtVerifier>,
-    pub(super) api_keys: Vec<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("protect_reads", &self.protect_reads)
-            .field("write_scope", &self.write_scope)
-            .field("jwt", &self.jwt.is_some())
-            .field("api_keys", &self.api_keys.len())
-            .finish()
-    }
+    pub(super) api_keys: Vec<SecretSlice<u8>>,
 }
 
 impl Authenticator {
@@ -147,7 +140,7 @@ impl Authenticator {
         self.api_keys
             .iter()
             .fold(Choice::from(0), |found, key| {
-                found | key.as_slice().ct_eq(token)
+                found | key.expose_secret().ct_eq(token)
             })
             .into()
     }

@@ -20,10 +20,10 @@ fn now() -> i64 {
 fn settings() -> AuthSettings {
     let mut auth = Settings::load_from(None, Vec::new()).unwrap().auth;
     auth.enabled = true;
-    auth.jwt.secret = Some(SECRET.to_owned());
+    auth.jwt.secret = Some(SECRET.into());
     auth.jwt.issuer = Some("https://issuer.test".to_owned());
     auth.jwt.audience = Some("products".to_owned());
-    auth.api_keys = vec![API_KEY.to_owned()];
+    auth.api_keys = vec![API_KEY.into()];
     auth
 }
 
@@ -216,13 +216,13 @@ fn api_keys_come_inline_or_from_a_file() {
 #[test]
 fn unusable_configurations_are_refused() {
     let mut s = settings();
-    s.api_keys = vec!["short".to_owned()];
+    s.api_keys = vec!["short".into()];
     assert!(matches!(
         Authenticator::from_settings(&s),
         Err(AuthConfigError::ApiKeys(_))
     ));
     let mut s = settings();
-    s.jwt.secret = Some("too-short".to_owned());
+    s.jwt.secret = Some("too-short".into());
     assert!(matches!(
         Authenticator::from_settings(&s),
         Err(AuthConfigError::Jwt(_))
@@ -244,7 +244,7 @@ fn unusable_configurations_are_refused() {
         "ES256 with a secret"
     );
     s.jwt.secret = None;
-    s.jwt.public_key_pem = Some("not a pem".to_owned());
+    s.jwt.public_key_pem = Some("not a pem".into());
     assert!(matches!(
         Authenticator::from_settings(&s),
         Err(AuthConfigError::Jwt(_))
@@ -264,7 +264,7 @@ fn verifies_against_a_public_key(
     let mut s = settings();
     s.jwt.algorithm = algorithm;
     s.jwt.secret = None;
-    s.jwt.public_key_pem = Some(key.public_key_pem());
+    s.jwt.public_key_pem = Some(key.public_key_pem().into());
     let auth = authenticator(&s);
     let private = key.serialize_pem();
     let signing_key = match algorithm.family() {

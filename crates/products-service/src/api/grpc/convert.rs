@@ -49,9 +49,10 @@ pub fn update_request(r: pb::UpdateReq) -> (String, UnvalidatedProduct) {
 }
 
 impl From<&Product> for pb::Product {
-    fn from(p: &Product) -> Self {
+    fn from(product: &Product) -> Self {
+        let p = &product.draft;
         Self {
-            product_id: p.id.to_string(),
+            product_id: product.id.to_string(),
             category_id: p.category_id.to_string(),
             name: p.name.to_string(),
             description: p.description.to_string(),
@@ -64,8 +65,8 @@ impl From<&Product> for pb::Product {
             photos: p.photos.iter().map(ToString::to_string).collect(),
             quantity: p.quantity.value(),
             rating: p.rating.value(),
-            created_at: Some(timestamp(p.created_at)),
-            updated_at: Some(timestamp(p.updated_at)),
+            created_at: Some(timestamp(product.created_at)),
+            updated_at: Some(timestamp(product.updated_at)),
         }
     }
 }

@@ -14,7 +14,7 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{error, health, products};
-use crate::codec::ProductJson;
+use crate::codec::{ProductInput, ProductJson};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,7 +33,7 @@ use crate::codec::ProductJson;
     ),
     components(schemas(
         ProductJson,
-        products::ProductInput,
+        ProductInput,
         products::SearchResponse,
         products::AcceptedResponse,
         error::ErrorBody,

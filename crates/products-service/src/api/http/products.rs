@@ -13,7 +13,7 @@ use super::{
     extract::{IdParam, ProductBody, QueryParams},
     ApiError, AppState, ErrorBody,
 };
-use crate::codec::ProductJson;
+use crate::codec::{ProductInput, ProductJson};
 
 /// A write accepted into the command pipeline.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -57,35 +57,6 @@ impl From<&SearchPage> for SearchResponse {
             products: page.products.iter().map(ProductJson::from).collect(),
         }
     }
-}
-
-/// Fields a client sends to create or update a product.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)] // Documents the body; decoding goes through `codec`.
-pub struct ProductInput {
-    /// 24-hex ObjectId of the category.
-    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f7")]
-    category_id: String,
-    /// 3 to 250 characters.
-    #[schema(example = "Coffee mug", min_length = 3, max_length = 250)]
-    name: String,
-    /// 3 to 500 characters.
-    #[schema(example = "Stoneware, 350 ml", min_length = 3, max_length = 500)]
-    description: String,
-    /// Greater than 0.
-    #[schema(example = 9.5, exclusive_minimum = 0)]
-    price: f64,
-    /// An http(s) URL.
-    #[schema(example = "https://img.example.com/mug.png")]
-    image_url: Option<String>,
-    /// http(s) URLs, at most 50.
-    photos: Option<Vec<String>>,
-    #[schema(minimum = 0)]
-    quantity: i64,
-    /// 0 to 10; defaults to 0.
-    #[schema(minimum = 0, maximum = 10)]
-    rating: Option<i64>,
 }
 
 #[utoipa::path(

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value as Json;
 use serde_yaml::Value;
 
+use crate::common::all_panels;
+
 use super::{
     files_in, host_and_port, model::Compose, read, scalar, socket_addr, str_list, yaml_entries_in,
     yaml_file, DASHBOARD_METRICS, GRAFANA_DASHBOARD_PROVIDERS, GRAFANA_DATASOURCES,
@@ -199,18 +201,10 @@ fn grafana_provisions_the_prometheus_datasource_and_dashboards() {
                 "{shown}: dashboard uid {uid} is used twice"
             );
         }
-        let mut panels: Vec<&Json> = dashboard
-            .get("panels")
-            .and_then(Json::as_array)
-            .map(|p| p.iter().collect())
-            .unwrap_or_default();
+        let panels = all_panels(&dashboard);
         assert!(!panels.is_empty(), "{shown} has no panels");
         let mut ids = BTreeSet::new();
-        while let Some(panel) = panels.pop() {
-            // Rows may nest their (collapsed) panels.
-            if let Some(nested) = panel.get("panels").and_then(Json::as_array) {
-                panels.extend(nested);
-            }
+        for panel in panels {
             let title = panel
                 .get("title")
                 .and_then(Json::as_str)
