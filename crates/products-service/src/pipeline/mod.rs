@@ -2,8 +2,10 @@
 //! applies the create and update commands REST writes (and other producers)
 //! put on Kafka. Like [`crate::api`], it drives the use cases.
 //!
-//! - [`consumer`]: flow control: the rdkafka receive loop, per-partition
-//!   workers, pause/resume, offsets, rebalance and shutdown.
+//! - [`consumer`]: flow control: the rdkafka receive loop on its own thread,
+//!   per-partition channels, pause/resume, rebalance and shutdown.
+//! - `worker`: one partition's worker: applies its records in order, waits,
+//!   dead-letters, stores offsets.
 //! - [`applier`]: applying a decoded command: batching, error
 //!   classification, the retry loop and the dead-letter decision; no rdkafka.
 //! - [`offsets`]: which offset may be committed while records settle out
@@ -16,6 +18,7 @@ pub mod applier;
 pub mod consumer;
 pub mod offsets;
 pub mod waiting;
+mod worker;
 
 use products_core::app::{LogPosition, ProductCommand};
 use rdkafka::{message::OwnedHeaders, Message};
