@@ -24,6 +24,7 @@ fn product_doc(id: &ObjectId, i: usize, category: ObjectId, date: BsonDateTime) 
         "rating": 3_i64,
         "createdAt": date,
         "updatedAt": date,
+        "rev": 1_i64,
     }
 }
 
@@ -64,4 +65,22 @@ pub async fn bulk_insert(
         coll.insert_many(chunk).await?;
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// `items` in a random order (splitmix64 with `seed`: reproducible).
+pub fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut out = items.to_vec();
+    for i in (1..out.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        out.swap(i, j);
+    }
+    out
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{
     catalog::{bulk_insert, BULK_BATCH_SIZES},
-    kafka::{create_topics, dead_letters, produce, raw_consume},
+    kafka::{create_payload, create_topics, dead_letters, produce, raw_consume},
     round,
     service::{self, Service, ServiceOpts},
     Names, Opts, PARTITIONS,
@@ -18,7 +18,13 @@ use crate::{
 /// What the section measured: its JSON and the figures other sections use.
 pub struct Section {
     pub json: Value,
+    /// The catalog's ids (stored in `names.database` once the ingest is done).
+    pub ids: Vec<ObjectId>,
+    /// Products applied per second, from the service's start.
+    pub rate: f64,
     pub ratio: f64,
+    pub first_applied_secs: f64,
+    pub peak_rss: u64,
     pub errors: u64,
 }
 
@@ -30,7 +36,13 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
     // 1. Kafka ingest and its two limits.
     let ids: Vec<ObjectId> = (0..opts.n).map(|_| ObjectId::new()).collect();
     eprintln!("ingest: producing {} create commands", opts.n);
-    let produce_secs = produce(opts, names, &ids)?;
+    let produce_secs = produce(
+        opts,
+        &names.topic_create,
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (id.to_hex(), create_payload(id, i))),
+    )?;
     eprintln!("ingest: raw Kafka read");
     let (consume_secs, consumed) = {
         let (opts, names) = (opts.clone(), names.clone());
@@ -96,7 +108,11 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
     });
     Ok(Section {
         json: ingest_json,
+        ids,
+        rate: ingest_rate,
         ratio: ingest_ratio,
+        first_applied_secs: ingest.first_applied_secs,
+        peak_rss: ingest.peak_rss,
         errors,
     })
 }
@@ -155,7 +171,13 @@ async fn ingest(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<I
             );
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Finer until the first products are stored (`first_apply_ms`).
+        let pause = if first_applied_secs.is_none() {
+            10
+        } else {
+            100
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!("  {applied} applied in {secs:.1} s");

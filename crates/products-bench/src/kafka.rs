@@ -47,8 +47,26 @@ pub fn create_payload(id: &ObjectId, i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-pub fn produce(opts: &Opts, names: &Names, ids: &[ObjectId]) -> Result<f64> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+/// An update command of the catalog's product `i` (new name and price).
+pub fn update_payload(id: &ObjectId, i: usize) -> Vec<u8> {
+    json!({
+        "productId": id.to_hex(),
+        "categoryId": CATEGORY,
+        "name": format!("Bench widget-{i} updated"),
+        "description": "Updated through Kafka by products-bench",
+        "price": 2.5,
+        "photos": [],
+        "quantity": 2,
+        "rating": 4,
+        "updatedAt": "2026-01-02T00:00:00Z"
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A producer set as the service's own (acks=all, idempotent, lz4).
+pub fn producer(opts: &Opts) -> Result<ThreadedProducer<DefaultProducerContext>> {
+    Ok(ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -56,15 +74,30 @@ pub fn produce(opts: &Opts, names: &Names, ids: &[ObjectId]) -> Result<f64> {
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+        .create()?)
+}
+
+/// Produces `(key, payload)` records to `topic` with a new [`producer`] and
+/// waits for all acknowledgements; seconds taken (with the producer's start).
+pub fn produce(
+    opts: &Opts,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<f64> {
     let start = Instant::now();
-    for (i, id) in ids.iter().enumerate() {
-        send(
-            &producer,
-            &names.topic_create,
-            &id.to_hex(),
-            create_payload(id, i),
-        )?;
+    produce_with(&producer(opts)?, topic, records)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Produces with `producer` and waits for all acknowledgements; seconds taken.
+pub fn produce_with(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<f64> {
+    let start = Instant::now();
+    for (key, payload) in records {
+        send(producer, topic, &key, payload)?;
     }
     producer.flush(Duration::from_secs(120))?;
     if producer.in_flight_count() != 0 {

@@ -7,7 +7,9 @@
 //! | variable | default |
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
-//! | `BENCH_SECTIONS` | `ingest,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `memory`, `grpc`, `tracing` each run alone too) |
+//! | `BENCH_SECTIONS` | `ingest,scale,freshness,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `scale` needs `ingest`; `freshness`, `memory`, `grpc`, `tracing` each run alone too) |
+//! | `BENCH_SCALE_SMALL` / `BENCH_UPDATE_N` | 10000 / 10000 (section `scale`: the small catalog, updates per catalog) |
+//! | `BENCH_FRESHNESS_RATE` / `BENCH_FRESHNESS_SECS` / `BENCH_FRESHNESS_POLL_MS` | 1000 / 10 / 5 (section `freshness`) |
 //! | `BENCH_GHZ_BIN` | the pinned ghz in the stack cache (`scripts/ensure-tool.sh ghz`) |
 //! | `BENCH_OTLP_ENDPOINT` / `BENCH_JAEGER_QUERY` | `http://127.0.0.1:4317` / `http://127.0.0.1:16686` (section `tracing`) |
 //! | `BENCH_RUST_LOG` | `warn` (the services' `RUST_LOG`) |
@@ -20,6 +22,7 @@
 
 mod catalog;
 mod extras;
+mod freshness;
 mod grpc_ghz;
 mod ingest;
 mod kafka;
@@ -28,6 +31,7 @@ mod memory;
 mod profile;
 mod reads;
 mod report;
+mod scale;
 mod service;
 mod tracing_cost;
 
@@ -63,7 +67,8 @@ pub struct Opts {
     pub drain_timeout: Duration,
     pub read_docs: usize,
     pub write_duration: Duration,
-    /// Which parts run (`BENCH_SECTIONS`, default `ingest,reads,memory,grpc,tracing`).
+    /// Which parts run (`BENCH_SECTIONS`, default
+    /// `ingest,scale,freshness,reads,memory,grpc,tracing`).
     pub sections: Vec<String>,
 }
 
@@ -104,10 +109,13 @@ impl Opts {
             drain_timeout: Duration::from_secs(env_num("BENCH_DRAIN_TIMEOUT_SECS", 240)?),
             read_docs: env_num("BENCH_READ_DOCS", 200)? as usize,
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
-            sections: env_or("BENCH_SECTIONS", "ingest,reads,memory,grpc,tracing")
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .collect(),
+            sections: env_or(
+                "BENCH_SECTIONS",
+                "ingest,scale,freshness,reads,memory,grpc,tracing",
+            )
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect(),
         })
     }
 }
@@ -124,6 +132,8 @@ pub struct Names {
     pub database: String,
     pub read_database: String,
     pub bulk_database_prefix: String,
+    /// The small catalog of section `scale`.
+    pub scale_database: String,
     pub redis_prefix: String,
 }
 
@@ -143,6 +153,7 @@ impl Names {
             database: format!("bench_{id}"),
             read_database: format!("bench_{id}_reads"),
             bulk_database_prefix: format!("bench_{id}_bulk"),
+            scale_database: format!("bench_{id}_scale"),
             redis_prefix: format!("bench:{id}:"),
             id,
         }
@@ -203,6 +214,9 @@ pub fn round(x: f64, digits: i32) -> f64 {
 
 async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<Value> {
     let wants = |section: &str| opts.sections.iter().any(|s| s == section);
+    if wants("scale") && !wants("ingest") {
+        bail!("section scale measures the ingested catalog: BENCH_SECTIONS=ingest,scale");
+    }
     let memory = if wants("memory") {
         Some(memory::memory_bound(opts, names).await?)
     } else {
@@ -210,6 +224,11 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     };
     let memory_peak = memory.as_ref().map(|m| m["peak_rss_bytes"].clone());
     if !wants("ingest") {
+        let freshness = if wants("freshness") {
+            Some(freshness::run(opts, names, &names.database).await?)
+        } else {
+            None
+        };
         let extras = extras::run(opts, names, mongo).await?;
         let mut out = json!({
             "run_id": names.id,
@@ -229,13 +248,27 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
             "machine": report::machine(opts, mongo).await,
         });
         merge_extras(&mut out, &extras);
+        merge_catalog(&mut out, None, None, freshness, None);
         return Ok(out);
     }
     let mut errors: u64 = 0;
     let machine = report::machine(opts, mongo).await;
     let ingest = ingest::run(opts, names, mongo).await?;
     errors += ingest.errors;
-    let (ingest_ratio, ingest_json) = (ingest.ratio, ingest.json);
+    let ingest_ratio = ingest.ratio;
+
+    // Reads, updates and deletes on the catalog, at two sizes.
+    let scale = if wants("scale") {
+        Some(scale::run(opts, names, mongo, &ingest.ids, ingest.rate).await?)
+    } else {
+        None
+    };
+    // 202 → readable, on the same catalog.
+    let freshness = if wants("freshness") {
+        Some(freshness::run(opts, names, &names.database).await?)
+    } else {
+        None
+    };
 
     // 2-4. REST and gRPC reads and writes (skipped with BENCH_SECTIONS=ingest).
     let (rest, grpc, writes, idle_rss) = if opts.sections.iter().any(|s| s == "reads") {
@@ -288,7 +321,7 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
             "command": format!("make bench BENCH_N={}", opts.n),
         },
         "machine": machine,
-        "ingest": ingest_json,
+        "ingest": ingest.json,
         "rest_reads": rest,
         "rest_writes": writes,
         "grpc": grpc,
@@ -297,7 +330,50 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         "tracing": extras.tracing,
     });
     merge_extras(&mut out, &extras);
+    merge_catalog(&mut out, Some(&ingest), scale, freshness, idle_rss);
     Ok(out)
+}
+
+/// The top-level figures and targets of sections `ingest` (`first_apply_ms`,
+/// `peak_rss_bytes`), `scale` and `freshness`; their errors are added.
+fn merge_catalog(
+    out: &mut Value,
+    ingest: Option<&ingest::Section>,
+    scale: Option<Value>,
+    freshness: Option<Value>,
+    idle_rss: Option<u64>,
+) {
+    let mut errors = 0;
+    if let Some(i) = ingest {
+        out["first_apply_ms"] = json!(round(i.first_applied_secs * 1000.0, 0));
+        out["peak_rss_bytes"] = json!(i.peak_rss);
+        out["targets"]["first_apply_ms_max"] = json!(3000);
+        // Issue 15: peak RSS during the ingest ≤ 2 × idle RSS + 64 MiB.
+        out["targets"]["peak_rss_bytes_max"] = json!(idle_rss.map(|idle| 2 * idle + (64 << 20)));
+    }
+    if let Some(s) = &scale {
+        for key in [
+            "update_apply_ratio",
+            "scale_flatness",
+            "delete_apply_per_sec",
+        ] {
+            out[key] = s[key].clone();
+        }
+        out["uncached_get_p50_ms_100k"] = s["uncached_get_p50_ms_big"].clone();
+        out["targets"]["uncached_get_p50_ms_100k_max"] = json!(scale::GET_P50_MAX_MS);
+        out["targets"]["update_apply_ratio_min"] = json!(scale::UPDATE_RATIO_MIN);
+        out["targets"]["scale_flatness_max"] = json!(scale::FLATNESS_MAX);
+        errors += s["errors"].as_u64().unwrap_or(0);
+    }
+    if let Some(f) = &freshness {
+        out["freshness_p50_ms"] = f["freshness_p50_ms"].clone();
+        out["freshness_p99_ms"] = f["freshness_p99_ms"].clone();
+        out["targets"]["freshness_p99_ms_max"] = json!(freshness::P99_MAX_MS);
+        errors += f["errors"].as_u64().unwrap_or(0);
+    }
+    out["errors"] = json!(out["errors"].as_u64().unwrap_or(0) + errors);
+    out["scale"] = scale.unwrap_or(Value::Null);
+    out["freshness"] = freshness.unwrap_or(Value::Null);
 }
 
 /// The top-level figures and targets of the `grpc` and `tracing` sections.
@@ -317,6 +393,7 @@ fn merge_extras(out: &mut Value, extras: &extras::Extras) {
 async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<()> {
     mongo.database(&names.database).drop().await?;
     mongo.database(&names.read_database).drop().await?;
+    mongo.database(&names.scale_database).drop().await?;
     for batch in BULK_BATCH_SIZES {
         mongo
             .database(&format!("{}{batch}", names.bulk_database_prefix))
