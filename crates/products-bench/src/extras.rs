@@ -48,7 +48,8 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
         return Ok(extras);
     }
     let read_ids: Vec<ObjectId> = (0..opts.read_docs).map(|_| ObjectId::new()).collect();
-    crate::bulk_insert(opts, &mongo.database(&names.read_database), &read_ids, 1000).await?;
+    crate::catalog::bulk_insert(opts, &mongo.database(&names.read_database), &read_ids, 1000)
+        .await?;
     let ids: Vec<String> = read_ids.iter().map(|id| id.to_hex()).collect();
     let ids_file = opts.work_dir.join("ids-extras.txt");
     std::fs::write(&ids_file, ids.join("\n") + "\n")?;

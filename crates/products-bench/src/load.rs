@@ -23,7 +23,7 @@ pub struct Scripts {
 
 /// Every script ends with the same `done`: one JSON line wrk's summary lacks
 /// (p99.9, error kinds).
-const DONE: &str = r#"
+pub const DONE: &str = r#"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

@@ -56,9 +56,9 @@ pub async fn memory_bound(opts: &Opts, names: &Names) -> Result<Value> {
     names.topic_update = format!("bench-{}-memory-update", names.id);
     names.topic_dlq = format!("bench-{}-memory-dlq", names.id);
     names.group = format!("bench-{}-memory", names.id);
-    crate::create_topics(opts, &names).await?;
+    crate::kafka::create_topics(opts, &names).await?;
     let result = run(opts, &names, n, watch).await;
-    crate::delete_topics_and_groups(opts, &names, &[&names.group]).await?;
+    crate::kafka::delete_topics_and_groups(opts, &names, &[&names.group]).await?;
     result
 }
 
@@ -77,7 +77,7 @@ async fn run(opts: &Opts, names: &Names, n: usize, watch: Duration) -> Result<Va
         let id = ObjectId::new();
         let payload = maximal_payload(&id, i);
         payload_bytes += payload.len() as u64;
-        crate::send(&producer, &names.topic_create, &id.to_hex(), payload)?;
+        crate::kafka::send(&producer, &names.topic_create, &id.to_hex(), payload)?;
     }
     producer.flush(Duration::from_secs(300))?;
     eprintln!(

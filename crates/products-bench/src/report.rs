@@ -79,7 +79,7 @@ pub async fn machine(opts: &Opts, mongo: &mongodb::Client) -> Value {
     })
 }
 
-fn num(v: &Value) -> String {
+pub fn num(v: &Value) -> String {
     match v.as_f64() {
         Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
         Some(x) => format!("{x}"),
@@ -87,12 +87,12 @@ fn num(v: &Value) -> String {
     }
 }
 
-fn mib(v: &Value) -> String {
+pub fn mib(v: &Value) -> String {
     v.as_f64()
         .map_or("—".into(), |b| format!("{:.1}", b / 1048576.0))
 }
 
-fn met(ok: bool) -> &'static str {
+pub fn met(ok: bool) -> &'static str {
     if ok {
         "met"
     } else {
@@ -110,7 +110,12 @@ pub fn markdown(r: &Value) -> String {
         r["date"].as_str().unwrap_or("")
     );
     if m.is_null() || r["ingest"].is_null() {
-        // A run without the ingest (BENCH_SECTIONS=memory, grpc, tracing).
+        // A run without the ingest (BENCH_SECTIONS=freshness, memory, grpc, tracing).
+        if !r["freshness"].is_null() {
+            let _ = writeln!(s, "| key figure | value | target | |\n|---|---|---|---|");
+            crate::freshness::key_rows(&mut s, r);
+            crate::freshness::tables(&mut s, r);
+        }
         memory_rows(&mut s, &r["memory_bound"]);
         extras_rows(&mut s, r);
         return s;
@@ -168,10 +173,32 @@ pub fn markdown(r: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "| `idle_rss_bytes` | {} MiB | < 50 MiB | {} |\n",
+        "| `idle_rss_bytes` | {} MiB | < 50 MiB | {} |",
         mib(&r["idle_rss_bytes"]),
         met(rss_ok)
     );
+    let peak_max = &t["peak_rss_bytes_max"];
+    let _ = writeln!(
+        s,
+        "| `peak_rss_bytes` during the ingest | {} MiB | ≤ 2 × idle + 64 MiB ({} MiB) | {} |",
+        mib(&r["peak_rss_bytes"]),
+        mib(peak_max),
+        if peak_max.is_null() {
+            "(idle RSS not measured: section reads)"
+        } else {
+            met(r["peak_rss_bytes"].as_u64() <= peak_max.as_u64())
+        }
+    );
+    let first = &r["first_apply_ms"];
+    let _ = writeln!(
+        s,
+        "| `first_apply_ms` = service start → first create applied (ms) | {} | ≤ 3000 | {} |",
+        num(first),
+        met(first.as_f64().is_some_and(|x| x <= 3000.0))
+    );
+    crate::scale::key_rows(&mut s, r);
+    crate::freshness::key_rows(&mut s, r);
+    let _ = writeln!(s);
 
     let i = &r["ingest"];
     let _ = writeln!(s, "**Kafka ingest** (N = {})\n", num(&i["n"]));
@@ -223,6 +250,9 @@ pub fn markdown(r: &Value) -> String {
             list.join("; ")
         );
     }
+
+    crate::scale::tables(&mut s, r);
+    crate::freshness::tables(&mut s, r);
 
     let _ = writeln!(s, "\n**REST reads** (wrk)\n");
     let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");

@@ -1,6 +1,7 @@
 //! A private instance of the release service binary, as a child process.
 
 use std::{
+    collections::BTreeMap,
     net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -155,21 +156,42 @@ impl Service {
     /// reads every document (seconds at 100,000) and would slow the very
     /// inserts it measures.
     pub async fn settled_creates(&self, topic: &str) -> Result<u64> {
+        let outcomes = self.consumed(topic).await?;
+        Ok(["applied", "duplicate"]
+            .iter()
+            .filter_map(|o| outcomes.get(*o))
+            .sum())
+    }
+
+    /// `kafka_consumed_messages_total` of one topic, by outcome (`applied`,
+    /// `duplicate`, `deleted`, `dead_lettered`).
+    pub async fn consumed(&self, topic: &str) -> Result<BTreeMap<String, u64>> {
         let text = reqwest::get(format!("http://{}/metrics", self.metrics))
             .await?
             .text()
             .await?;
         let topic_label = format!("topic=\"{topic}\"");
-        let settled = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("kafka_consumed_messages_total{"))
-            .filter(|line| line.contains(&topic_label))
-            .filter(|line| {
-                line.contains("outcome=\"applied\"") || line.contains("outcome=\"duplicate\"")
-            })
-            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum::<f64>();
-        Ok(settled as u64)
+        let mut outcomes = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("kafka_consumed_messages_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once(' ') else {
+                continue;
+            };
+            if !labels.contains(&topic_label) {
+                continue;
+            }
+            let Some(outcome) = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("outcome=\""))
+                .map(|o| o.trim_end_matches(['"', '}']).to_owned())
+            else {
+                continue;
+            };
+            *outcomes.entry(outcome).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
+        }
+        Ok(outcomes)
     }
 
     /// Count, total and mean of `mongodb_operation_duration_seconds` per

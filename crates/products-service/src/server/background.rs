@@ -113,9 +113,15 @@ pub async fn run_command_pipeline(
     }
 }
 
-/// Deletes tombstones older than the retention, once an hour.
+/// Deletes tombstones older than the retention, once an hour, the first time
+/// [`FIRST_PURGE_AFTER`] after the start. Not at once: the purge filters on
+/// `deletedAt`, which FerretDB reads and decodes document by document (10 s
+/// of its CPU for 100,000 products, BENCHMARKS.md), and a start is when the
+/// service should catch up on its backlog, not compete with a scan.
 pub async fn purge_tombstones(repository: Arc<MongoProductRepository>, retention: Duration) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    let period = Duration::from_secs(3600);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + FIRST_PURGE_AFTER, period);
     loop {
         ticker.tick().await;
         let Ok(retention) = chrono::Duration::from_std(retention) else {
@@ -131,6 +137,10 @@ pub async fn purge_tombstones(repository: Arc<MongoProductRepository>, retention
         }
     }
 }
+
+/// Long after a start's work (topics, group join, backlog), short enough
+/// that instances restarted more often than hourly still purge.
+const FIRST_PURGE_AFTER: Duration = Duration::from_secs(600);
 
 /// Keeps `grpc.health.v1` in step with the database: NOT_SERVING while
 /// MongoDB is unreachable.
