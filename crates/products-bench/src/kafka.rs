@@ -12,7 +12,12 @@ use rdkafka::{
     producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
     ClientConfig, Message,
 };
-use serde_json::json;
+
+use products_core::{
+    app::{ProductCommand, ProductUpdate},
+    domain::{Product, ProductDraft, ProductId, UnvalidatedProduct},
+};
+use products_service::codec::encode_command;
 
 use crate::{Names, Opts, CATEGORY, PARTITIONS};
 
@@ -30,38 +35,49 @@ pub async fn create_topics(opts: &Opts, names: &Names) -> Result<()> {
     Ok(())
 }
 
+/// A create command of the catalog's product `i`, encoded as the service's
+/// REST path encodes it (`products_service::codec::encode_command`).
 pub fn create_payload(id: &ObjectId, i: usize) -> Vec<u8> {
-    json!({
-        "productId": id.to_hex(),
-        "categoryId": CATEGORY,
-        "name": format!("Bench widget-{i}"),
-        "description": "Produced straight to Kafka by products-bench",
-        "price": 1.5,
-        "photos": [],
-        "quantity": 1,
-        "rating": 3,
-        "createdAt": "2026-01-01T00:00:00Z",
-        "updatedAt": "2026-01-01T00:00:00Z"
-    })
-    .to_string()
-    .into_bytes()
+    let draft = bench_draft(format!("Bench widget-{i}"), 1.5, 1);
+    let at = fixed_time(1);
+    encode_command(&ProductCommand::Create(Product {
+        id: ProductId::from_bytes(id.bytes()),
+        draft,
+        created_at: at,
+        updated_at: at,
+    }))
 }
 
 /// An update command of the catalog's product `i` (new name and price).
 pub fn update_payload(id: &ObjectId, i: usize) -> Vec<u8> {
-    json!({
-        "productId": id.to_hex(),
-        "categoryId": CATEGORY,
-        "name": format!("Bench widget-{i} updated"),
-        "description": "Updated through Kafka by products-bench",
-        "price": 2.5,
-        "photos": [],
-        "quantity": 2,
-        "rating": 4,
-        "updatedAt": "2026-01-02T00:00:00Z"
+    encode_command(&ProductCommand::Update(ProductUpdate {
+        id: ProductId::from_bytes(id.bytes()),
+        draft: bench_draft(format!("Bench widget-{i} updated"), 2.5, 2),
+        updated_at: fixed_time(2),
+    }))
+}
+
+/// A valid product draft; the constants are valid, so parsing cannot fail.
+fn bench_draft(name: String, price: f64, quantity: i64) -> ProductDraft {
+    ProductDraft::parse(UnvalidatedProduct {
+        category_id: Some(CATEGORY.to_owned()),
+        name: Some(name),
+        description: Some("Produced straight to Kafka by products-bench".to_owned()),
+        price: Some(price),
+        image_url: None,
+        photos: Vec::new(),
+        quantity: Some(quantity),
+        rating: Some(3),
     })
-    .to_string()
-    .into_bytes()
+    .expect("the bench's product fields are valid")
+}
+
+fn fixed_time(day: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2026, 1, day, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 /// A producer set as the service's own (acks=all, idempotent, lz4).
