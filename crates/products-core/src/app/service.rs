@@ -159,16 +159,25 @@ impl ProductService {
     /// interrupted its first apply after the write is repaired here, not
     /// left to the cache TTL.
     async fn refresh_cache(&self, id: &ProductId) {
-        match self.repository.find_by_id(id).await {
-            Ok(Some(Stored::Live(product, revision))) => {
-                self.cache_put(id, CacheEntry::Product(product), revision)
-                    .await
+        if let Err(err) = self.read_through(id).await {
+            tracing::warn!(error = %err, product_id = %id, "cache refresh read failed");
+        }
+    }
+
+    /// Reads the stored version and puts it in the cache (a tombstone as
+    /// "deleted"); the product if it is live.
+    async fn read_through(&self, id: &ProductId) -> Result<Option<Product>, AppError> {
+        match self.repository.find_by_id(id).await? {
+            Some(Stored::Live(product, revision)) => {
+                self.cache_put(id, CacheEntry::Product(product.clone()), revision)
+                    .await;
+                Ok(Some(product))
             }
-            Ok(Some(Stored::Deleted(revision))) => {
-                self.cache_put(id, CacheEntry::Deleted, revision).await
+            Some(Stored::Deleted(revision)) => {
+                self.cache_put(id, CacheEntry::Deleted, revision).await;
+                Ok(None)
             }
-            Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, product_id = %id, "cache refresh read failed"),
+            None => Ok(None),
         }
     }
 
@@ -239,16 +248,8 @@ impl ProductService {
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "cache read failed; reading the database"),
         }
-        match self.repository.find_by_id(&id).await? {
-            Some(Stored::Live(product, revision)) => {
-                self.cache_put(&id, CacheEntry::Product(product.clone()), revision)
-                    .await;
-                Ok(product)
-            }
-            Some(Stored::Deleted(revision)) => {
-                self.cache_put(&id, CacheEntry::Deleted, revision).await;
-                Err(AppError::NotFound(id))
-            }
+        match self.read_through(&id).await? {
+            Some(product) => Ok(product),
             None => Err(AppError::NotFound(id)),
         }
     }

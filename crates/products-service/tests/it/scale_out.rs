@@ -190,13 +190,7 @@ async fn wait_every_partition_owned(
             return;
         }
         if Instant::now() > deadline {
-            let (brokers, group) = (
-                settings.kafka.brokers.clone(),
-                settings.kafka.group_id.clone(),
-            );
-            let described = tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
-                .await
-                .unwrap();
+            let described = group_as_brokers_see_it(settings).await;
             panic!(
                 "partitions owned by the replicas: {owned:?}; the group:\n{described}\nlogs in {}",
                 log_dir.display()
@@ -204,6 +198,17 @@ async fn wait_every_partition_owned(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The consumer group as the brokers see it, for a failing check to print.
+async fn group_as_brokers_see_it(settings: &products_service::config::Settings) -> String {
+    let (brokers, group) = (
+        settings.kafka.brokers.clone(),
+        settings.kafka.group_id.clone(),
+    );
+    tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
+        .await
+        .unwrap()
 }
 
 /// One gRPC `GetByID` on a fresh connection, bounded by 5 s.
@@ -490,13 +495,7 @@ async fn replicas_restarted_and_killed_under_writes_lose_and_reorder_nothing() {
                     .collect();
                 eprintln!("replica {}: {lines:#?}", replica.index);
             }
-            let (brokers, group) = (
-                settings.kafka.brokers.clone(),
-                settings.kafka.group_id.clone(),
-            );
-            let described = tokio::task::spawn_blocking(move || describe_group(&brokers, &group))
-                .await
-                .unwrap();
+            let described = group_as_brokers_see_it(&settings).await;
             eprintln!("{described}");
             // The product's update records in log order, and what is stored.
             let (brokers, topic) = (
