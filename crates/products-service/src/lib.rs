@@ -6,6 +6,8 @@
 //!   the core's ports.
 //! - [`api`]: REST (axum) and gRPC (tonic) delivery.
 //! - [`pipeline`]: the Kafka command consumer, delivery too.
+//! - [`events`]: product change events (CloudEvents on Kafka) through an
+//!   outbox embedded in the product documents, and their relay.
 //! - [`telemetry`]: logs, traces and metrics.
 //! - [`tls`]: TLS for the listeners and `gen-cert`.
 //! - [`server`]: wiring and lifecycle (`Application::build`, then
@@ -15,6 +17,7 @@ pub mod adapters;
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod events;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;

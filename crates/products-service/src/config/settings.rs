@@ -14,6 +14,7 @@ pub struct Settings {
     pub mongo: MongoSettings,
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
+    pub events: EventsSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
@@ -294,4 +295,31 @@ pub struct TelemetrySettings {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+/// Product change events (docs/EVENTS.md): one CloudEvent per stored change
+/// on `topic`, published through the documents' embedded outbox.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventsSettings {
+    pub enabled: bool,
+    pub topic: String,
+    /// The CloudEvents `source` attribute.
+    pub source: String,
+    /// The topic is created compacted with these when missing.
+    pub partitions: i32,
+    /// `retention.ms` of the topic; -1 keeps the latest event of every
+    /// product for ever (compaction still drops superseded ones).
+    pub retention_ms: i64,
+    pub relay: RelaySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelaySettings {
+    /// A relay whose heartbeat has not changed for this long is dead: its
+    /// events are published by the others.
+    pub lease_ms: u64,
+    /// How often the relay saves how far it got (and looks at the others).
+    pub checkpoint_interval_ms: u64,
+    /// Events stored and not yet acknowledged, at most; writes wait beyond.
+    pub max_pending: usize,
 }

@@ -12,12 +12,16 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     adapters::{
-        kafka::{dead_letter::DeadLetterWriter, topics::ensure_topics},
+        kafka::{
+            dead_letter::DeadLetterWriter,
+            topics::{ensure_events_topic, ensure_topics},
+        },
         mongo::MongoProductRepository,
     },
     api::grpc::pb::products_service_server::ProductsServiceServer,
     api::grpc::ProductsGrpc,
-    config::KafkaSettings,
+    config::{EventsSettings, KafkaSettings},
+    events::RelayTask,
     pipeline::{applier::Applier, consumer::CommandConsumer},
 };
 
@@ -111,6 +115,36 @@ pub async fn run_command_pipeline(
         Ok(consumer) => consumer.run().await,
         Err(err) => tracing::error!(error = %err, "cannot start the command consumer"),
     }
+}
+
+/// Runs the event relay until `shutdown` (and for at most `grace` after it,
+/// publishing what is still in flight); it publishes once the change-event
+/// topic exists (created here, retried until Kafka answers).
+pub async fn run_event_relay(
+    kafka: KafkaSettings,
+    events: EventsSettings,
+    relay: RelayTask,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let backoff = ExponentialBuilder::default()
+        .with_jitter()
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    let topic = async {
+        let created = (|| ensure_events_topic(&kafka, &events))
+            .retry(backoff)
+            .notify(|err, delay| {
+                tracing::warn!(error = %err, ?delay, "creating the events topic failed; retrying");
+            })
+            .await;
+        if created.is_err() {
+            // Retried without limit: not reached. Never publish to a topic
+            // the broker would auto-create without compaction.
+            std::future::pending::<()>().await;
+        }
+    };
+    relay.run(topic, shutdown, grace).await;
 }
 
 /// Deletes tombstones older than the retention, once an hour, the first time

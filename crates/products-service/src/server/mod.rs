@@ -25,7 +25,7 @@ use crate::{
     adapters::{
         kafka::{
             dead_letter::DeadLetterWriter,
-            publisher::{producer, KafkaCommandPublisher},
+            publisher::{events_producer, producer, KafkaCommandPublisher},
         },
         mongo::MongoProductRepository,
         object_id::ObjectIdGenerator,
@@ -38,6 +38,7 @@ use crate::{
         rate_limit::RateLimiter,
     },
     config::Settings,
+    events::{EventRelay, RelayStore, RelayTask},
     pipeline::applier::{Applier, RetryPolicy},
     telemetry,
     tls::{self, PemIdentity},
@@ -54,6 +55,7 @@ pub struct Application {
     applier: Applier,
     repository: Arc<MongoProductRepository>,
     publisher: Arc<KafkaCommandPublisher>,
+    event_relay: Option<RelayTask>,
     readiness: Arc<Readiness>,
     auth: Option<Arc<Authenticator>>,
     rate_limiter: Option<Arc<RateLimiter>>,
@@ -76,11 +78,19 @@ impl Application {
         } else {
             None
         };
-        let repository = Arc::new(
-            MongoProductRepository::connect(&settings.mongo)
-                .await
-                .context("invalid MongoDB settings")?,
-        );
+        let plain_repository = MongoProductRepository::connect(&settings.mongo)
+            .await
+            .context("invalid MongoDB settings")?;
+        // With events on, every write stores its event and hands it to the
+        // relay; the relay itself uses the plain repository.
+        let (repository, event_relay) = if settings.events.enabled {
+            let producer = events_producer(&settings.kafka).context("invalid Kafka settings")?;
+            let store: Arc<dyn RelayStore> = Arc::new(plain_repository.clone());
+            let (relay, task) = EventRelay::new(&settings.events, store, producer);
+            (Arc::new(plain_repository.with_events(relay)), Some(task))
+        } else {
+            (Arc::new(plain_repository), None)
+        };
         let mut probes = vec![{
             let repository = repository.clone();
             Probe::new("mongodb", move || {
@@ -157,6 +167,7 @@ impl Application {
             applier,
             repository,
             publisher,
+            event_relay,
             readiness,
             auth,
             rate_limiter,
@@ -189,11 +200,24 @@ impl Application {
             applier,
             repository,
             publisher,
+            event_relay,
             readiness,
             auth,
             rate_limiter,
         } = self;
         let registry = telemetry::metrics::registry();
+        // The relay outlives the other tasks: the last writes of the
+        // pipeline and of in-flight requests still hand it events.
+        let relay_stop = CancellationToken::new();
+        let relay = event_relay.map(|task| {
+            tokio::spawn(background::run_event_relay(
+                settings.kafka.clone(),
+                settings.events.clone(),
+                task,
+                relay_stop.clone(),
+                Duration::from_secs(settings.shutdown_timeout_secs.max(1)),
+            ))
+        });
         let mut background = background::Tasks::new(shutdown.clone());
         background.spawn(background::ensure_indexes(repository.clone()));
         background.spawn(background::purge_tombstones(
@@ -308,6 +332,15 @@ impl Application {
             }
         };
         background.stop(grace).await;
+        relay_stop.cancel();
+        if let Some(relay) = relay {
+            if tokio::time::timeout(grace + Duration::from_secs(2), relay)
+                .await
+                .is_err()
+            {
+                tracing::warn!("event relay did not stop in time");
+            }
+        }
         publisher.flush(Duration::from_secs(5));
         tracing::info!("stopped");
         result

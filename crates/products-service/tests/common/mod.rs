@@ -3,6 +3,7 @@
 //! database and Redis key prefix so tests run in parallel without sharing data.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod events;
 pub mod grpc;
 pub mod kafka;
 pub mod mongo;
@@ -177,6 +178,10 @@ pub fn test_settings() -> Settings {
     // 3 partitions each keep it light (the default, 12, is for scaling out;
     // scale_out.rs and the rebalance tests use more).
     settings.kafka.partitions = 3;
+    settings.events.topic = format!("{run}_product-events");
+    settings.events.partitions = 3;
+    // A killed replica's events are swept soon after.
+    settings.events.relay.lease_ms = 2000;
     // Fast retries keep failure tests short; the budget still spans seconds.
     settings.kafka.consumer.retry_initial_backoff_ms = 50;
     settings.kafka.consumer.retry_max_backoff_ms = 1000;

@@ -68,6 +68,15 @@ impl Replica {
             .env("KAFKA_TOPIC_UPDATE", &kafka.topics.update)
             .env("KAFKA_TOPIC_DEAD_LETTER", &kafka.topics.dead_letter)
             .env("APP__KAFKA__PARTITIONS", kafka.partitions.to_string())
+            .env("APP__EVENTS__TOPIC", &settings.events.topic)
+            .env(
+                "APP__EVENTS__PARTITIONS",
+                settings.events.partitions.to_string(),
+            )
+            .env(
+                "APP__EVENTS__RELAY__LEASE_MS",
+                settings.events.relay.lease_ms.to_string(),
+            )
             .env("APP__SHUTDOWN_TIMEOUT_SECS", "8")
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")

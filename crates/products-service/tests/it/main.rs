@@ -27,6 +27,7 @@ mod lifecycle;
 mod limits;
 mod openapi_conformance;
 mod pipeline_guarantees;
+mod product_events;
 mod rebalance;
 mod resilience;
 mod rest_api;

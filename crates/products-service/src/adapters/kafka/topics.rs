@@ -1,7 +1,7 @@
 //! Creates the command and dead-letter topics at startup when missing, with
 //! the configured partitions, replication factor and `min.insync.replicas`
-//! (and, for the dead-letter topic, a larger `max.message.bytes`). Existing
-//! topics keep their settings.
+//! (and, for the dead-letter topic, a larger `max.message.bytes`), and the
+//! compacted change-event topic. Existing topics keep their settings.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use rdkafka::{
     types::RDKafkaErrorCode,
 };
 
-use crate::config::KafkaSettings;
+use crate::config::{EventsSettings, KafkaSettings};
 
 #[tracing::instrument(skip_all, err)]
 pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
@@ -21,7 +21,6 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
         settings.min_insync_replicas,
         settings.replication_factor
     );
-    let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
     let min_insync = settings.min_insync_replicas.to_string();
     let names = [
         &settings.topics.create,
@@ -47,10 +46,35 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
             }
         })
         .collect();
+    create_topics(settings, &topics).await
+}
+
+/// The change-event topic: compacted (the latest event of each product is a
+/// changelog to rebuild from; a delete's null value removes the product).
+#[tracing::instrument(skip_all, err)]
+pub async fn ensure_events_topic(
+    settings: &KafkaSettings,
+    events: &EventsSettings,
+) -> anyhow::Result<()> {
+    let min_insync = settings.min_insync_replicas.to_string();
+    let retention = events.retention_ms.to_string();
+    let topic = NewTopic::new(
+        &events.topic,
+        events.partitions,
+        TopicReplication::Fixed(settings.replication_factor),
+    )
+    .set("cleanup.policy", "compact")
+    .set("retention.ms", &retention)
+    .set("min.insync.replicas", &min_insync);
+    create_topics(settings, &[topic]).await
+}
+
+async fn create_topics(settings: &KafkaSettings, topics: &[NewTopic<'_>]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&topics, &options).await? {
+    for result in admin.create_topics(topics, &options).await? {
         match result {
             Ok(topic) => tracing::info!(topic, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -13,6 +13,8 @@ use products_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::events::{ChangeEvent, EventKind, EventMeta};
+
 /// How a product is stored (field names as the Go original stored them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +36,90 @@ pub(super) struct ProductDocument {
     /// Write counter; absent on documents written before it existed (0).
     #[serde(default)]
     pub(super) rev: i64,
+    /// The event of the last change (the embedded outbox, `events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) event: Option<EventSlot>,
+}
+
+/// A change's event as kept in its document (`event`): the CloudEvent's
+/// attributes and who publishes it; its data is the document itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct EventSlot {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    relay: String,
+    seq: i64,
+    time: mongodb::bson::DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tracestate: Option<String>,
+}
+
+impl EventSlot {
+    pub(super) fn of(meta: &EventMeta) -> Self {
+        Self {
+            id: meta.id.clone(),
+            kind: meta.kind.as_str().to_owned(),
+            relay: meta.relay.clone(),
+            seq: i64::try_from(meta.seq).unwrap_or(i64::MAX),
+            time: bson_date(meta.time),
+            traceparent: meta.traceparent.clone(),
+            tracestate: meta.tracestate.clone(),
+        }
+    }
+
+    pub(super) fn to_bson(&self) -> mongodb::bson::Bson {
+        mongodb::bson::to_bson(self).unwrap_or(mongodb::bson::Bson::Null)
+    }
+
+    /// `None` for a slot this version cannot read (written by a newer one).
+    pub(super) fn meta(&self) -> Option<EventMeta> {
+        Some(EventMeta {
+            id: self.id.clone(),
+            kind: EventKind::parse(&self.kind)?,
+            relay: self.relay.clone(),
+            seq: u64::try_from(self.seq).ok()?,
+            time: DateTime::from_timestamp_millis(self.time.timestamp_millis())?,
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+        })
+    }
+}
+
+/// The event a raw document (product or tombstone) holds, with the state it
+/// describes: the product, or `None` for a tombstone.
+pub(super) fn stored_event(document: Document) -> Result<Option<ChangeEvent>, PortError> {
+    let Ok(slot) = document.get_document(EVENT) else {
+        return Ok(None);
+    };
+    let slot: EventSlot = mongodb::bson::from_document(slot.clone())
+        .map_err(|err| PortError::Internal(format!("unreadable event slot: {err}")))?;
+    let Some(meta) = slot.meta() else {
+        return Ok(None);
+    };
+    let rev = document.get_i64(REV).unwrap_or_default();
+    let id = document
+        .get_object_id("_id")
+        .map_err(|err| PortError::Internal(format!("document without an ObjectId: {err}")))?;
+    let state = if document.contains_key(DELETED_AT) {
+        None
+    } else {
+        let product: ProductDocument = mongodb::bson::from_document(document).map_err(|err| {
+            PortError::Internal(format!(
+                "stored product {} is unreadable: {err}",
+                id.to_hex()
+            ))
+        })?;
+        Some(from_document(product)?)
+    };
+    Ok(Some(ChangeEvent {
+        meta,
+        product_id: ProductId::from_bytes(id.bytes()),
+        rev,
+        state,
+    }))
 }
 
 /// Field names beyond the product's own.
@@ -41,6 +127,7 @@ pub(super) const REV: &str = "rev";
 pub(super) const DELETED_AT: &str = "deletedAt";
 pub(super) const LOG_PARTITION: &str = "logPartition";
 pub(super) const LOG_OFFSET: &str = "logOffset";
+pub(super) const EVENT: &str = "event";
 /// The product fields a tombstone drops.
 pub(super) const PRODUCT_FIELDS: [&str; 10] = [
     "categoryId",
@@ -78,6 +165,7 @@ pub(super) fn to_document(p: &Product) -> ProductDocument {
         created_at: bson_date(p.created_at),
         updated_at: bson_date(p.updated_at),
         rev: 1,
+        event: None,
     }
 }
 

@@ -16,6 +16,21 @@ pub(super) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Whether a failed write may still have been applied: not when no server
+/// was selected or the command was refused for what it is (a server error
+/// code); yes when the connection broke or timed out with the command sent.
+pub(super) fn may_have_written(err: &mongodb::error::Error) -> bool {
+    !matches!(
+        err.kind.as_ref(),
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::InvalidArgument { .. }
+            | ErrorKind::BsonSerialization(_)
+            | ErrorKind::Command(_)
+            | ErrorKind::Write(WriteFailure::WriteError(_))
+    )
+}
+
 /// Server error codes that mean "not now": the server is shutting down,
 /// stepping down, not primary, or the operation timed out.
 const TRANSIENT_CODES: [i32; 14] = [

@@ -14,6 +14,12 @@
 //! update cannot bring the product back; tombstones are purged after the
 //! command topics' retention (`mongo.tombstone_retention_hours`).
 //!
+//! With change events on, every write also stores its event in the document
+//! (`event`, the embedded outbox of `crate::events`) and reports what it
+//! stored to the [`EventRelay`]; writes run in a task of their own, so a
+//! cancelled caller never leaves the relay guessing. [`outbox`] is the
+//! relay's side of the database.
+//!
 //! [`document`] maps a product to its document and back; [`errors`]
 //! classifies driver errors.
 
@@ -36,18 +42,24 @@ use products_core::{
     domain::{Product, ProductId, SearchPage, SearchQuery},
 };
 
-use crate::config::{ExposeSecret, MongoSettings};
+use tracing::Instrument;
+
+use crate::{
+    config::{ExposeSecret, MongoSettings},
+    events::{EventKind, EventRelay, Ticket},
+};
 
 use self::{
     document::{
-        bson_date, from_document, object_id, to_document, update_changes, ProductDocument,
-        DELETED_AT, LOG_OFFSET, LOG_PARTITION, PRODUCT_FIELDS, REV,
+        bson_date, from_document, object_id, stored_event, to_document, update_changes, EventSlot,
+        ProductDocument, DELETED_AT, EVENT, LOG_OFFSET, LOG_PARTITION, PRODUCT_FIELDS, REV,
     },
-    errors::{is_duplicate_key, port_error, DUPLICATE_KEY, NAMESPACE_NOT_FOUND},
+    errors::{is_duplicate_key, may_have_written, port_error, DUPLICATE_KEY, NAMESPACE_NOT_FOUND},
 };
 
 mod document;
 mod errors;
+mod outbox;
 
 #[derive(Clone)]
 pub struct MongoProductRepository {
@@ -55,6 +67,9 @@ pub struct MongoProductRepository {
     products: Collection<ProductDocument>,
     /// The same collection, read as raw documents (products and tombstones).
     raw: Collection<Document>,
+    /// The relays' checkpoints (`{collection}_event_relays`).
+    relays: Collection<Document>,
+    events: Option<EventRelay>,
 }
 
 impl MongoProductRepository {
@@ -89,11 +104,42 @@ impl MongoProductRepository {
         let database = client.database(&settings.database);
         let products = database.collection(&settings.collection);
         let raw = database.collection(&settings.collection);
+        let relays = database.collection(&format!("{}_event_relays", settings.collection));
         Ok(Self {
             database,
             products,
             raw,
+            relays,
+            events: None,
         })
+    }
+
+    /// The same repository, storing an event with every change and handing
+    /// it to `relay`.
+    pub fn with_events(&self, relay: EventRelay) -> Self {
+        Self {
+            events: Some(relay),
+            ..self.clone()
+        }
+    }
+
+    async fn ticket(&self, id: &ProductId, kind: EventKind) -> Option<Ticket> {
+        match &self.events {
+            Some(relay) => Some(relay.reserve(id, kind).await),
+            None => None,
+        }
+    }
+
+    /// Runs a write to completion in its own task: the caller may be
+    /// cancelled (a request timeout), the write and its ticket are not.
+    async fn detached<T, F>(&self, write: F) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, PortError>> + Send + 'static,
+    {
+        tokio::spawn(write.in_current_span())
+            .await
+            .map_err(|err| PortError::Internal(format!("write task failed: {err}")))?
     }
 
     /// Creates the indexes search and listing rely on, those missing only,
@@ -156,7 +202,7 @@ impl MongoProductRepository {
         id: ObjectId,
         order: UpdateOrder,
         changes: Document,
-    ) -> Result<UpdateOutcome, PortError> {
+    ) -> Result<Updated, WriteError> {
         let mut filter = doc! { "_id": id, DELETED_AT: { "$exists": false } };
         if let UpdateOrder::Log(position) = order {
             // Same partition and not past the last applied offset: seen
@@ -174,37 +220,101 @@ impl MongoProductRepository {
         // position, or was created between the two round trips (its create
         // racing in on the other topic): then the update is tried again.
         for _ in 0..3 {
-            let updated = self
-                .products
+            // The document as it was: its previous event and createdAt.
+            let before = self
+                .raw
                 .find_one_and_update(filter.clone(), changes.clone())
-                .return_document(ReturnDocument::After)
+                .return_document(ReturnDocument::Before)
                 .upsert(false)
                 .await
-                .map_err(port_error)?;
-            if let Some(document) = updated {
-                let revision = revision_of(document.rev);
-                return Ok(UpdateOutcome::Applied(from_document(document)?, revision));
+                .map_err(WriteError::from_driver)?;
+            if let Some(document) = before {
+                return Ok(Updated::Applied(document));
             }
             let stored = self
                 .raw
                 .find_one(doc! { "_id": id })
                 .await
-                .map_err(port_error)?;
+                .map_err(|err| WriteError::NotWritten(port_error(err)))?;
             match stored {
-                None => return Ok(UpdateOutcome::NotFound),
-                Some(d) if d.contains_key(DELETED_AT) => return Ok(UpdateOutcome::Deleted),
+                None => return Ok(Updated::Not(UpdateOutcome::NotFound)),
+                Some(d) if d.contains_key(DELETED_AT) => {
+                    return Ok(Updated::Not(UpdateOutcome::Deleted))
+                }
                 // Live with a log position, yet not matched: this position
                 // (or a later one of its partition) was applied already.
                 Some(d) if matches!(order, UpdateOrder::Log(_)) && d.contains_key(LOG_OFFSET) => {
-                    return Ok(UpdateOutcome::Stale)
+                    return Ok(Updated::Not(UpdateOutcome::Stale))
                 }
                 Some(_) => {}
             }
         }
-        Err(PortError::Unavailable(format!(
+        Err(WriteError::NotWritten(PortError::Unavailable(format!(
             "product {} kept changing during the update",
             id.to_hex()
-        )))
+        ))))
+    }
+
+    /// A live product becomes a tombstone that carries the delete's event. An
+    /// id with nothing live gets a tombstone without one (nothing changed, so
+    /// no event), so a create still on its way cannot make it appear.
+    async fn delete_stored(
+        &self,
+        id: &ProductId,
+        ticket: Option<Ticket>,
+    ) -> Result<(DeleteOutcome, Revision), PortError> {
+        let oid = object_id(id);
+        let unset: Document = PRODUCT_FIELDS
+            .iter()
+            .chain(&[LOG_PARTITION, LOG_OFFSET])
+            .map(|field| ((*field).to_owned(), "".into()))
+            .collect();
+        let mut set = doc! { DELETED_AT: mongodb::bson::DateTime::now() };
+        if let Some(ticket) = &ticket {
+            set.insert(EVENT, EventSlot::of(ticket.meta()).to_bson());
+        }
+        let before = self
+            .raw
+            .find_one_and_update(
+                doc! { "_id": oid, DELETED_AT: { "$exists": false } },
+                doc! { "$set": set, "$unset": unset, "$inc": { REV: 1_i64 } },
+            )
+            .upsert(false)
+            .return_document(ReturnDocument::Before)
+            .await;
+        let before = match before {
+            Ok(before) => before,
+            Err(err) => return Err(WriteError::from_driver(err).settle(ticket)),
+        };
+        if let Some(before) = before {
+            let rev = before.get_i64(REV).unwrap_or_default() + 1;
+            let prior = stored_event(before).ok().flatten();
+            if let Some(ticket) = ticket {
+                ticket.stored(rev, None, prior);
+            }
+            return Ok((DeleteOutcome::Deleted, revision_of(rev)));
+        }
+        ticket.map(Ticket::not_stored);
+        let stored = self
+            .raw
+            .find_one_and_update(
+                doc! { "_id": oid },
+                doc! { "$setOnInsert": { DELETED_AT: mongodb::bson::DateTime::now(), REV: 1_i64 } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(port_error)?;
+        match stored {
+            Some(document) if document.contains_key(DELETED_AT) => Ok((
+                DeleteOutcome::NothingToDelete,
+                revision_of(document.get_i64(REV).unwrap_or_default()),
+            )),
+            // Created between the two round trips: the caller may retry.
+            _ => Err(PortError::Unavailable(format!(
+                "product {id} was created during its delete"
+            ))),
+        }
     }
 
     /// The product or its tombstone.
@@ -236,14 +346,33 @@ impl MongoProductRepository {
 impl ProductRepository for MongoProductRepository {
     #[tracing::instrument(name = "mongo.insert", skip_all, fields(db.system = "mongodb", db.operation = "insert", product_id = %product.id), err)]
     async fn insert(&self, product: &Product) -> Result<InsertOutcome, PortError> {
-        let started = Instant::now();
-        let result = self.products.insert_one(to_document(product)).await;
-        observe("insert", started);
-        match result {
-            Ok(_) => Ok(InsertOutcome::Inserted),
-            Err(err) if is_duplicate_key(&err) => Ok(InsertOutcome::AlreadyExists),
-            Err(err) => Err(port_error(err)),
-        }
+        let ticket = self.ticket(&product.id, EventKind::Created).await;
+        let mut document = to_document(product);
+        document.event = ticket.as_ref().map(|t| EventSlot::of(t.meta()));
+        let products = self.products.clone();
+        let product = product.clone();
+        self.detached(async move {
+            let started = Instant::now();
+            let result = products.insert_one(document).await;
+            observe("insert", started);
+            match result {
+                Ok(_) => {
+                    if let Some(ticket) = ticket {
+                        ticket.stored(1, Some(product), None);
+                    }
+                    Ok(InsertOutcome::Inserted)
+                }
+                Err(err) if is_duplicate_key(&err) => {
+                    ticket.map(Ticket::not_stored);
+                    Ok(InsertOutcome::AlreadyExists)
+                }
+                Err(err) => {
+                    settle_failed(ticket, &err);
+                    Err(port_error(err))
+                }
+            }
+        })
+        .await
     }
 
     /// One unordered `insert_many`: the server inserts what it can, and each
@@ -257,44 +386,38 @@ impl ProductRepository for MongoProductRepository {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        let started = Instant::now();
-        let result = self
-            .products
-            .insert_many(products.iter().map(to_document))
-            .ordered(false)
-            .await;
-        observe("insert_many", started);
-        let mut outcomes: Vec<Result<InsertOutcome, PortError>> =
-            vec![Ok(InsertOutcome::Inserted); products.len()];
-        let err = match result {
-            Ok(_) => return Ok(outcomes),
-            Err(err) => err,
-        };
-        let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
-            return Err(port_error(err));
-        };
-        if failure.write_concern_error.is_some() {
-            // Written but not as durably as asked: unknown, so retry it all.
-            return Err(port_error(err));
+        let mut tickets = Vec::with_capacity(products.len());
+        let mut documents = Vec::with_capacity(products.len());
+        for product in products {
+            let ticket = self.ticket(&product.id, EventKind::Created).await;
+            let mut document = to_document(product);
+            document.event = ticket.as_ref().map(|t| EventSlot::of(t.meta()));
+            documents.push(document);
+            tickets.push(ticket);
         }
-        for write_error in failure.write_errors.iter().flatten() {
-            let Some(outcome) = outcomes.get_mut(write_error.index) else {
-                return Err(PortError::Internal(format!(
-                    "insert_many reported an error at index {} of {}",
-                    write_error.index,
-                    products.len()
-                )));
-            };
-            *outcome = if write_error.code == DUPLICATE_KEY {
-                Ok(InsertOutcome::AlreadyExists)
-            } else {
-                Err(PortError::Internal(format!(
-                    "insert of product {} failed: {} ({})",
-                    products[write_error.index].id, write_error.message, write_error.code
-                )))
-            };
-        }
-        Ok(outcomes)
+        let collection = self.products.clone();
+        let products = products.to_vec();
+        self.detached(async move {
+            let started = Instant::now();
+            let result = collection.insert_many(documents).ordered(false).await;
+            observe("insert_many", started);
+            let outcomes = insert_many_outcomes(result, &products);
+            for ((ticket, outcome), product) in tickets
+                .into_iter()
+                .zip(outcome_views(&outcomes, products.len()))
+                .zip(products)
+            {
+                let Some(ticket) = ticket else { continue };
+                match outcome {
+                    Some(Ok(InsertOutcome::Inserted)) => ticket.stored(1, Some(product), None),
+                    Some(Ok(InsertOutcome::AlreadyExists)) => ticket.not_stored(),
+                    // Failed alone or with the batch: it may be there.
+                    Some(Err(_)) | None => ticket.unknown(),
+                }
+            }
+            outcomes
+        })
+        .await
     }
 
     #[tracing::instrument(name = "mongo.update", skip_all, fields(db.system = "mongodb", db.operation = "findAndModify", product_id = %update.id), err)]
@@ -303,13 +426,51 @@ impl ProductRepository for MongoProductRepository {
         update: &ProductUpdate,
         order: UpdateOrder,
     ) -> Result<UpdateOutcome, PortError> {
-        let started = Instant::now();
-        let changes = update_changes(update, order);
-        let outcome = self
-            .update_ordered(object_id(&update.id), order, changes)
-            .await;
-        observe("update", started);
-        outcome
+        let ticket = self.ticket(&update.id, EventKind::Updated).await;
+        let mut changes = update_changes(update, order);
+        if let (Some(ticket), Ok(set)) = (&ticket, changes.get_document_mut("$set")) {
+            set.insert(EVENT, EventSlot::of(ticket.meta()).to_bson());
+        }
+        let repository = self.clone();
+        let update = update.clone();
+        self.detached(async move {
+            let started = Instant::now();
+            let outcome = repository
+                .update_ordered(object_id(&update.id), order, changes)
+                .await;
+            observe("update", started);
+            match outcome {
+                Ok(Updated::Applied(before)) => {
+                    let prior = stored_event(before.clone()).ok().flatten();
+                    let before: ProductDocument =
+                        mongodb::bson::from_document(before).map_err(|err| {
+                            PortError::Internal(format!(
+                                "stored product {} is unreadable: {err}",
+                                update.id
+                            ))
+                        })?;
+                    let revision = revision_of(before.rev + 1);
+                    let created_at = from_document(before)?.created_at;
+                    let product = Product {
+                        id: update.id.clone(),
+                        draft: update.draft.clone(),
+                        created_at,
+                        updated_at: update.updated_at,
+                    };
+                    if let Some(ticket) = ticket {
+                        let rev = i64::try_from(revision).unwrap_or(i64::MAX);
+                        ticket.stored(rev, Some(product.clone()), prior);
+                    }
+                    Ok(UpdateOutcome::Applied(product, revision))
+                }
+                Ok(Updated::Not(outcome)) => {
+                    ticket.map(Ticket::not_stored);
+                    Ok(outcome)
+                }
+                Err(err) => Err(err.settle(ticket)),
+            }
+        })
+        .await
     }
 
     #[tracing::instrument(name = "mongo.find_by_id", skip_all, fields(db.system = "mongodb", db.operation = "find", product_id = %id), err)]
@@ -370,38 +531,16 @@ impl ProductRepository for MongoProductRepository {
 
     #[tracing::instrument(name = "mongo.delete", skip_all, fields(db.system = "mongodb", db.operation = "delete", product_id = %id), err)]
     async fn delete(&self, id: &ProductId) -> Result<(DeleteOutcome, Revision), PortError> {
-        let started = Instant::now();
-        let unset: Document = PRODUCT_FIELDS
-            .iter()
-            .chain(&[LOG_PARTITION, LOG_OFFSET])
-            .map(|field| ((*field).to_owned(), "".into()))
-            .collect();
-        // Upsert: a tombstone is written even when nothing is there yet, so
-        // a create still on its way cannot make the product appear.
-        let before = self
-            .raw
-            .find_one_and_update(
-                doc! { "_id": object_id(id) },
-                doc! {
-                    "$set": { DELETED_AT: mongodb::bson::DateTime::now() },
-                    "$unset": unset,
-                    "$inc": { REV: 1_i64 },
-                },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::Before)
-            .await;
-        observe("delete", started);
-        let before = before.map_err(port_error)?;
-        let previous = before
-            .as_ref()
-            .and_then(|d| d.get_i64(REV).ok())
-            .unwrap_or_default();
-        let outcome = match before {
-            Some(document) if !document.contains_key(DELETED_AT) => DeleteOutcome::Deleted,
-            _ => DeleteOutcome::NothingToDelete,
-        };
-        Ok((outcome, revision_of(previous + 1)))
+        let ticket = self.ticket(id, EventKind::Deleted).await;
+        let repository = self.clone();
+        let id = id.clone();
+        self.detached(async move {
+            let started = Instant::now();
+            let result = repository.delete_stored(&id, ticket).await;
+            observe("delete", started);
+            result
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), PortError> {
@@ -411,6 +550,104 @@ impl ProductRepository for MongoProductRepository {
             .map(drop)
             .map_err(port_error)
     }
+}
+
+/// What `update_ordered` did: applied (the document as it was before), or
+/// nothing, and why.
+enum Updated {
+    Applied(Document),
+    Not(UpdateOutcome),
+}
+
+/// A failed write, by whether it may still have been applied.
+enum WriteError {
+    NotWritten(PortError),
+    Maybe(PortError),
+}
+
+impl WriteError {
+    fn from_driver(err: mongodb::error::Error) -> Self {
+        if may_have_written(&err) {
+            Self::Maybe(port_error(err))
+        } else {
+            Self::NotWritten(port_error(err))
+        }
+    }
+
+    /// Tells the ticket, and gives the caller its error.
+    fn settle(self, ticket: Option<Ticket>) -> PortError {
+        match self {
+            Self::NotWritten(err) => {
+                ticket.map(Ticket::not_stored);
+                err
+            }
+            Self::Maybe(err) => {
+                ticket.map(Ticket::unknown);
+                err
+            }
+        }
+    }
+}
+
+fn settle_failed(ticket: Option<Ticket>, err: &mongodb::error::Error) {
+    let Some(ticket) = ticket else { return };
+    if may_have_written(err) {
+        ticket.unknown();
+    } else {
+        ticket.not_stored();
+    }
+}
+
+/// Each product's outcome of an `insert_many`, or `None` when the whole
+/// batch failed (nothing is known about any of them).
+fn outcome_views(
+    outcomes: &Result<Vec<Result<InsertOutcome, PortError>>, PortError>,
+    len: usize,
+) -> Vec<Option<Result<InsertOutcome, ()>>> {
+    match outcomes {
+        Ok(outcomes) => outcomes
+            .iter()
+            .map(|o| Some(o.as_ref().map(|o| *o).map_err(drop)))
+            .collect(),
+        Err(_) => vec![None; len],
+    }
+}
+
+fn insert_many_outcomes(
+    result: Result<mongodb::results::InsertManyResult, mongodb::error::Error>,
+    products: &[Product],
+) -> Result<Vec<Result<InsertOutcome, PortError>>, PortError> {
+    let mut outcomes: Vec<Result<InsertOutcome, PortError>> =
+        vec![Ok(InsertOutcome::Inserted); products.len()];
+    let err = match result {
+        Ok(_) => return Ok(outcomes),
+        Err(err) => err,
+    };
+    let ErrorKind::InsertMany(failure) = err.kind.as_ref() else {
+        return Err(port_error(err));
+    };
+    if failure.write_concern_error.is_some() {
+        // Written but not as durably as asked: unknown, so retry it all.
+        return Err(port_error(err));
+    }
+    for write_error in failure.write_errors.iter().flatten() {
+        let Some(outcome) = outcomes.get_mut(write_error.index) else {
+            return Err(PortError::Internal(format!(
+                "insert_many reported an error at index {} of {}",
+                write_error.index,
+                products.len()
+            )));
+        };
+        *outcome = if write_error.code == DUPLICATE_KEY {
+            Ok(InsertOutcome::AlreadyExists)
+        } else {
+            Err(PortError::Internal(format!(
+                "insert of product {} failed: {} ({})",
+                products[write_error.index].id, write_error.message, write_error.code
+            )))
+        };
+    }
+    Ok(outcomes)
 }
 
 fn observe(operation: &'static str, started: Instant) {
