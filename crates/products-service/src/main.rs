@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use products_service::{
     adapters::kafka::dead_letter::{replay, ReplayOptions},
     config::Settings,
+    events::tail::{tail, TailOptions},
     server::{shutdown_on_signal, Application},
     telemetry, tls,
 };
@@ -53,6 +54,11 @@ enum Command {
         #[arg(long)]
         from_beginning: bool,
     },
+    /// The product change events (docs/EVENTS.md).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Write a local certificate authority and a server certificate signed
     /// by it (ca.crt, ca.key, server.crt, server.key) for HTTPS and gRPC over
     /// TLS on this machine (`make cert`). Clients trust ca.crt.
@@ -66,6 +72,23 @@ enum Command {
         /// Validity of both certificates.
         #[arg(long, default_value_t = 365)]
         days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print the events, one JSON line each, following new ones until
+    /// interrupted.
+    Tail {
+        /// Start with the oldest event kept (default: only new events).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Only the events of this product id.
+        #[arg(long)]
+        product: Option<String>,
+        /// Stop at the end of the topic instead of following it.
+        #[arg(long)]
+        until_end: bool,
     },
 }
 
@@ -112,6 +135,21 @@ async fn main() -> ExitCode {
             };
             replay_dlq(settings, options).await
         }
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    from_beginning,
+                    product,
+                    until_end,
+                },
+        } => {
+            let options = TailOptions {
+                from_beginning,
+                product,
+                until_end,
+            };
+            tail_events(settings, options).await
+        }
         Command::GenCert { .. } => unreachable!("handled before the settings load"),
     };
     match result {
@@ -153,6 +191,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await
+}
+
+async fn tail_events(settings: Settings, options: TailOptions) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stopper.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    tokio::task::spawn_blocking(move || {
+        tail(
+            &settings.kafka,
+            &settings.events,
+            &options,
+            &mut std::io::stdout().lock(),
+            &stop,
+        )
+        .map(drop)
+    })
+    .await?
 }
 
 async fn replay_dlq(settings: Settings, options: ReplayOptions) -> anyhow::Result<()> {

@@ -233,8 +233,8 @@ impl Ticket {
         };
         if let Some(permit) = self.permit.take() {
             self.relay.send(Message::Stored {
-                event,
-                prior,
+                event: Box::new(event),
+                prior: prior.map(Box::new),
                 permit,
             });
         }
@@ -276,8 +276,8 @@ impl Drop for Ticket {
 enum Message {
     Reserved(u64),
     Stored {
-        event: ChangeEvent,
-        prior: Option<ChangeEvent>,
+        event: Box<ChangeEvent>,
+        prior: Option<Box<ChangeEvent>>,
         permit: OwnedSemaphorePermit,
     },
     NotStored {
@@ -294,7 +294,7 @@ enum Message {
     Resolved {
         seq: u64,
         product_id: ProductId,
-        event: Option<ChangeEvent>,
+        event: Option<Box<ChangeEvent>>,
         permit: OwnedSemaphorePermit,
     },
     /// The housekeeping step's view of every relay.
@@ -478,7 +478,7 @@ impl RelayTask {
             } => {
                 let seq = event.meta.seq;
                 self.open.insert(seq, SeqState::Queued);
-                self.enqueue(event, prior, Some((seq, permit)), None);
+                self.enqueue(*event, prior.map(|p| *p), Some((seq, permit)), None);
             }
             Message::NotStored {
                 seq,
@@ -501,7 +501,7 @@ impl RelayTask {
             } => match event {
                 Some(event) => {
                     self.open.insert(seq, SeqState::Queued);
-                    self.enqueue(event, None, Some((seq, permit)), None);
+                    self.enqueue(*event, None, Some((seq, permit)), None);
                 }
                 None => self.abandon(seq, &product_id, permit),
             },
@@ -612,7 +612,7 @@ impl RelayTask {
             if let Err(job) = self.send(job) {
                 // The producer's queue is full: try again on the next tick.
                 if let Some(queue) = self.queues.get_mut(product_id) {
-                    queue.push_front(job);
+                    queue.push_front(*job);
                 }
                 self.waiting.insert(product_id.clone());
                 return;
@@ -620,13 +620,13 @@ impl RelayTask {
         }
     }
 
-    fn send(&mut self, job: Job) -> Result<(), Job> {
+    fn send(&mut self, job: Job) -> Result<(), Box<Job>> {
         let record = match EventRecord::of(&job.event, &self.source) {
             Ok(record) => record,
             Err(err) => {
                 // Cannot happen for a valid product; never lose track of it.
                 tracing::error!(error = %err, product_id = %job.event.product_id, "event not serialisable");
-                return Err(job);
+                return Err(Box::new(job));
             }
         };
         let mut future_record = FutureRecord::<str, [u8]>::to(&self.topic)
@@ -655,10 +655,12 @@ impl RelayTask {
                 );
                 Ok(())
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(job),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(Box::new(job))
+            }
             Err((err, _)) => {
                 tracing::warn!(error = %err, "event not handed to the producer; retrying");
-                Err(job)
+                Err(Box::new(job))
             }
         }
     }
@@ -728,7 +730,9 @@ impl RelayTask {
             let event = loop {
                 match store.last_event(&product_id).await {
                     Ok(found) => {
-                        break found.filter(|e| e.meta.relay == relay && e.meta.seq == seq);
+                        break found
+                            .filter(|e| e.meta.relay == relay && e.meta.seq == seq)
+                            .map(Box::new);
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, "cannot read back an unknown write yet");

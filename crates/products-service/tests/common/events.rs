@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use rdkafka::{message::OwnedMessage, Message};
 use serde_json::Value;
 
-use super::kafka::{header, read_all_async};
+use super::kafka::{header, try_read_all};
 
 /// One record of the events topic.
 #[derive(Debug, Clone)]
@@ -57,15 +57,16 @@ fn parse(message: &OwnedMessage) -> SeenEvent {
     }
 }
 
-/// Every event on `topic`, in partition then offset order.
-pub async fn read_events(brokers: &str, topic: &str) -> Vec<SeenEvent> {
-    let mut events: Vec<SeenEvent> = read_all_async(brokers, topic)
+/// Every event on `topic`, in partition then offset order; `None` while a
+/// broker answers with an error (e.g. just restarted).
+pub async fn read_events(brokers: &str, topic: &str) -> Option<Vec<SeenEvent>> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    let read = tokio::task::spawn_blocking(move || try_read_all(&brokers, &topic))
         .await
-        .iter()
-        .map(parse)
-        .collect();
+        .unwrap();
+    let mut events: Vec<SeenEvent> = read.ok()?.iter().map(parse).collect();
     events.sort_by_key(|e| (e.partition, e.offset));
-    events
+    Some(events)
 }
 
 /// The events of each product, in log order (one product's events are on
@@ -101,7 +102,7 @@ pub async fn wait_for_events(
 ) -> Vec<SeenEvent> {
     let until = std::time::Instant::now() + deadline;
     loop {
-        let events = read_events(brokers, topic).await;
+        let events = read_events(brokers, topic).await.unwrap_or_default();
         if done(&events) {
             return events;
         }

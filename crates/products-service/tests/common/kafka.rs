@@ -64,42 +64,52 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
 
 /// Every record of `topic` from the start to its current end.
 pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
+    try_read_all(brokers, topic).unwrap()
+}
+
+/// [`read_all`], with a broker error (a leader moving after a restart)
+/// returned instead of failing the test.
+pub fn try_read_all(
+    brokers: &str,
+    topic: &str,
+) -> Result<Vec<OwnedMessage>, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", super::unique("reader"))
         .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .create()?;
     let mut assignment = TopicPartitionList::new();
     let mut ends = std::collections::HashMap::new();
-    for partition in partitions(&consumer, topic) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let ids: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    for partition in ids {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
         if high > low {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Offset(low))
-                .unwrap();
+            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
             ends.insert(partition, high);
         }
     }
     let mut messages = Vec::new();
     if ends.is_empty() {
-        return messages;
+        return Ok(messages);
     }
-    consumer.assign(&assignment).unwrap();
+    consumer.assign(&assignment)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ends.is_empty() {
         assert!(Instant::now() < deadline, "timed out reading {topic}");
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message.unwrap();
+            let message = message?;
             if message.offset() + 1 >= ends[&message.partition()] {
                 ends.remove(&message.partition());
             }
             messages.push(message.detach());
         }
     }
-    messages
+    Ok(messages)
 }
 
 /// [`read_all`] on a blocking thread, for async tests.

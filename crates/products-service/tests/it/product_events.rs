@@ -396,7 +396,7 @@ async fn three_replicas_publish_every_change_once_and_in_order_per_product() {
                 .await
                 .unwrap();
         grpc.update(update_req(&id, &v2)).await.unwrap();
-        let deleted = i % 3 == 0;
+        let deleted = i.is_multiple_of(3);
         if deleted {
             let response = http
                 .delete(replicas[(i + 1) % 3].url(&format!("/api/v1/products/{id}")))

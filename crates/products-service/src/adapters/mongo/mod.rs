@@ -294,7 +294,9 @@ impl MongoProductRepository {
             }
             return Ok((DeleteOutcome::Deleted, revision_of(rev)));
         }
-        ticket.map(Ticket::not_stored);
+        if let Some(ticket) = ticket {
+            ticket.not_stored();
+        }
         let stored = self
             .raw
             .find_one_and_update(
@@ -363,7 +365,9 @@ impl ProductRepository for MongoProductRepository {
                     Ok(InsertOutcome::Inserted)
                 }
                 Err(err) if is_duplicate_key(&err) => {
-                    ticket.map(Ticket::not_stored);
+                    if let Some(ticket) = ticket {
+                        ticket.not_stored();
+                    }
                     Ok(InsertOutcome::AlreadyExists)
                 }
                 Err(err) => {
@@ -464,7 +468,9 @@ impl ProductRepository for MongoProductRepository {
                     Ok(UpdateOutcome::Applied(product, revision))
                 }
                 Ok(Updated::Not(outcome)) => {
-                    ticket.map(Ticket::not_stored);
+                    if let Some(ticket) = ticket {
+                        ticket.not_stored();
+                    }
                     Ok(outcome)
                 }
                 Err(err) => Err(err.settle(ticket)),
@@ -578,11 +584,15 @@ impl WriteError {
     fn settle(self, ticket: Option<Ticket>) -> PortError {
         match self {
             Self::NotWritten(err) => {
-                ticket.map(Ticket::not_stored);
+                if let Some(ticket) = ticket {
+                    ticket.not_stored();
+                }
                 err
             }
             Self::Maybe(err) => {
-                ticket.map(Ticket::unknown);
+                if let Some(ticket) = ticket {
+                    ticket.unknown();
+                }
                 err
             }
         }
