@@ -3,6 +3,7 @@
 //! - [`mongo`]: `ProductRepository` on MongoDB (or a wire-compatible server).
 //! - [`redis_cache`]: `ProductCache` on Redis, degrading to "miss" when down.
 //! - [`object_id`]: `IdGenerator` producing MongoDB ObjectIds.
+//! - [`redis_connection`]: the lazy Redis connection of the Redis adapters.
 //! - [`kafka`]: `CommandPublisher` on Kafka, the command consumer, the
 //!   dead-letter queue and its replay.
 
@@ -10,3 +11,4 @@ pub mod kafka;
 pub mod mongo;
 pub mod object_id;
 pub mod redis_cache;
+pub mod redis_connection;
