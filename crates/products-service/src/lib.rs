@@ -6,6 +6,7 @@
 //!   the core's ports.
 //! - [`api`]: REST (axum) and gRPC (tonic) delivery.
 //! - [`pipeline`]: the Kafka command consumer, delivery too.
+//! - [`idempotency`]: the `Idempotency-Key` store port for REST writes.
 //! - [`telemetry`]: logs, traces and metrics.
 //! - [`tls`]: TLS for the listeners and `gen-cert`.
 //! - [`server`]: wiring and lifecycle (`Application::build`, then
@@ -15,6 +16,7 @@ pub mod adapters;
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod idempotency;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;
