@@ -89,6 +89,11 @@ async fn concurrent_requests_run_once(app: &TestApp) {
         .iter()
         .filter(|(status, _, replayed, _)| *status == StatusCode::ACCEPTED && !replayed)
         .collect();
+    let statuses: Vec<_> = answers
+        .iter()
+        .map(|(s, _, r, _)| (s.as_u16(), *r))
+        .collect();
+    println!("concurrent answers (status, replayed): {statuses:?}");
     assert_eq!(executed.len(), 1, "{answers:?}");
     let first = &executed[0].3;
     for (status, _, was_replayed, body) in &answers {

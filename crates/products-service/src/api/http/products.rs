@@ -62,7 +62,7 @@ impl From<&SearchPage> for SearchResponse {
 #[utoipa::path(
     post, path = "/api/v1/products", tag = "products",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for 24 h; a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for `idempotency.ttl_seconds` (24 h by default); a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional.")),
     request_body(content = ProductInput, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted into the command pipeline; applied shortly", body = AcceptedResponse,
@@ -97,7 +97,7 @@ pub async fn create(
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "24-hex ObjectId of the product"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for 24 h; a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for `idempotency.ttl_seconds` (24 h by default); a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional."),
     ),
     request_body(content = ProductInput, content_type = "application/json"),
     responses(
@@ -194,7 +194,7 @@ pub fn search_query(params: &[(String, String)]) -> Result<SearchQuery, ApiError
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "24-hex ObjectId of the product"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for 24 h; a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for `idempotency.ttl_seconds` (24 h by default); a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional."),
     ),
     responses(
         (status = 204, description = "Deleted",
