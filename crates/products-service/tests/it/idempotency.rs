@@ -2,8 +2,9 @@
 //! a retried POST replays the first answer and stores one product; another
 //! request with the key is a 422; concurrent requests with one key run the
 //! handler once; keys are per caller with auth on; PUT and DELETE replay;
-//! the MongoDB key store when Redis is off; 503 when the store is down; a
-//! 5xx answer frees the key. Every test has its own database and key prefix.
+//! the MongoDB key store when Redis is off; keys expire; 503 when the store
+//! is down; a 5xx answer frees the key. Every test has its own database and
+//! key prefix.
 
 use futures::future::join_all;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -306,4 +307,45 @@ async fn a_server_error_frees_the_key_for_a_retry() {
         );
         assert!(!was_replayed);
     }
+}
+
+/// Once `ttl_seconds` has passed a key is free again: the same request runs
+/// anew (Redis expires it; MongoDB treats the expired entry as absent).
+async fn expired_keys_are_free_again(redis_enabled: bool) {
+    let mut settings = test_settings();
+    settings.redis.enabled = redis_enabled;
+    settings.idempotency.ttl_seconds = 1;
+    let app = spawn_app_with(settings).await;
+    let key = unique("expiring");
+    let body = product_body(&unique("Expiring mug"));
+    let first = accepted_id(app.post_product_keyed(&key, &body).await).await;
+    let started = std::time::Instant::now();
+    loop {
+        let response = app.post_product_keyed(&key, &body).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        if !replayed(&response) {
+            assert_ne!(
+                accepted_id(response).await,
+                first,
+                "a new request, a new id"
+            );
+            break;
+        }
+        assert_eq!(accepted_id(response).await, first);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the key did not expire"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn expired_keys_are_free_again_in_redis() {
+    expired_keys_are_free_again(true).await;
+}
+
+#[tokio::test]
+async fn expired_keys_are_free_again_in_mongodb() {
+    expired_keys_are_free_again(false).await;
 }
