@@ -8,6 +8,7 @@
 //! - [`pipeline`]: the Kafka command consumer, delivery too.
 //! - [`events`]: product change events (CloudEvents on Kafka) through an
 //!   outbox embedded in the product documents, and their relay.
+//! - [`idempotency`]: the `Idempotency-Key` store port for REST writes.
 //! - [`telemetry`]: logs, traces and metrics.
 //! - [`tls`]: TLS for the listeners and `gen-cert`.
 //! - [`server`]: wiring and lifecycle (`Application::build`, then
@@ -18,6 +19,7 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod events;
+pub mod idempotency;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;

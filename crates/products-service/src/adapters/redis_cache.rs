@@ -6,63 +6,20 @@
 //! or a later revision: atomic in Redis, so concurrent readers and writers
 //! end with the newest version whatever their order.
 //!
-//! The connection is made lazily and re-made after failures (at most one
-//! attempt per second), so the service starts and keeps serving while Redis
-//! is down: every operation is bounded by a timeout and reports
+//! The connection ([`LazyRedis`]) is made lazily and re-made after failures
+//! (at most one attempt per second), so the service starts and keeps serving
+//! while Redis is down: every operation is bounded by a timeout and reports
 //! `Unavailable`, which the use cases log and bypass.
-
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
 
 use async_trait::async_trait;
 use products_core::{
     app::{CacheEntry, PortError, ProductCache, Revision},
     domain::ProductId,
 };
-use redis::{aio::ConnectionManager, AsyncCommands, IntoConnectionInfo};
+use redis::{aio::ConnectionManager, AsyncCommands};
 
-use crate::{
-    codec::ProductJson,
-    config::{ExposeSecret, RedisSettings},
-};
-
-const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
-
-fn client(settings: &RedisSettings) -> Result<redis::Client, redis::RedisError> {
-    let mut info = settings.url.expose_secret().into_connection_info()?;
-    let auth = &settings.auth;
-    if auth.username.is_some() || auth.password.is_some() {
-        let mut redis_settings = info.redis_settings().clone();
-        if let Some(username) = &auth.username {
-            redis_settings = redis_settings.set_username(username);
-        }
-        if let Some(password) = &auth.password {
-            redis_settings = redis_settings.set_password(password.expose_secret());
-        }
-        info = info.set_redis_settings(redis_settings);
-    }
-    match &settings.tls_ca_file {
-        Some(path) => {
-            let root_cert = std::fs::read(path).map_err(|err| {
-                redis::RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "cannot read the Redis TLS CA file",
-                    format!("{}: {err}", path.display()),
-                ))
-            })?;
-            redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )
-        }
-        None => redis::Client::open(info),
-    }
-}
+use super::redis_connection::LazyRedis;
+use crate::{codec::ProductJson, config::RedisSettings};
 
 /// KEYS[1] = key; ARGV = revision, value, ttl seconds. Sets unless the held
 /// entry's revision (the digits before `|`) is the same or later; an entry
@@ -80,33 +37,22 @@ return 1
 ";
 
 pub struct RedisProductCache {
-    client: redis::Client,
-    state: Mutex<ConnectionState>,
+    redis: LazyRedis,
     put_if_newer: redis::Script,
     ttl_seconds: u64,
     deleted_ttl_seconds: u64,
-    timeout: Duration,
     key_prefix: String,
-}
-
-#[derive(Default)]
-struct ConnectionState {
-    connection: Option<ConnectionManager>,
-    last_failure: Option<Instant>,
 }
 
 impl RedisProductCache {
     /// Checks the URL (and reads the TLS CA file) only; no connection is made
-    /// until first use. A `rediss://` URL means TLS; credentials in the
-    /// settings override those of the URL (secrets must have been resolved).
+    /// until first use (see [`LazyRedis`]).
     pub fn new(settings: &RedisSettings) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: client(settings)?,
-            state: Mutex::new(ConnectionState::default()),
+            redis: LazyRedis::new(settings)?,
             put_if_newer: redis::Script::new(PUT_IF_NEWER),
             ttl_seconds: settings.ttl_seconds.max(1),
             deleted_ttl_seconds: settings.deleted_ttl_seconds.max(1),
-            timeout: Duration::from_millis(settings.timeout_ms.max(1)),
             key_prefix: settings.key_prefix.clone(),
         })
     }
@@ -115,63 +61,17 @@ impl RedisProductCache {
         format!("{}{}", self.key_prefix, id)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, PortError> {
-        {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(conn) = &state.connection {
-                return Ok(conn.clone());
-            }
-            if state
-                .last_failure
-                .is_some_and(|t| t.elapsed() < RECONNECT_INTERVAL)
-            {
-                return Err(PortError::Unavailable("redis: reconnect backoff".into()));
-            }
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let connected = tokio::time::timeout(
-            self.timeout,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match connected {
-            Ok(Ok(conn)) => {
-                state.connection = Some(conn.clone());
-                Ok(conn)
-            }
-            Ok(Err(err)) => {
-                state.last_failure = Some(Instant::now());
-                Err(PortError::Unavailable(format!("redis: {err}")))
-            }
-            Err(_) => {
-                state.last_failure = Some(Instant::now());
-                Err(PortError::Unavailable("redis: connect timed out".into()))
-            }
-        }
-    }
-
     /// Runs one command with the configured timeout.
     async fn run<T>(
         &self,
         command: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, PortError> {
-        let conn = self.connection().await?;
-        match tokio::time::timeout(self.timeout, command(conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(PortError::Unavailable(format!("redis: {err}"))),
-            Err(_) => Err(PortError::Unavailable("redis: command timed out".into())),
-        }
+        self.redis.run(command).await
     }
 
     /// Reachability check for readiness probes.
     pub async fn ping(&self) -> Result<(), PortError> {
-        self.run(async |mut conn| redis::cmd("PING").query_async::<String>(&mut conn).await)
-            .await
-            .map(drop)
+        self.redis.ping().await
     }
 }
 

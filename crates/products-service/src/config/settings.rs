@@ -18,6 +18,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
+    pub idempotency: IdempotencySettings,
     pub shutdown_timeout_secs: u64,
 }
 
@@ -101,6 +102,25 @@ pub struct RateLimitSettings {
     pub per_second: u32,
     /// Requests a client may send at once above the sustained rate.
     pub burst: u32,
+}
+
+/// `Idempotency-Key` on REST writes. Keys live in Redis, or in MongoDB when
+/// `redis.enabled` is false.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// `false`: the header is ignored.
+    pub enabled: bool,
+    /// How long a completed request's answer is replayed for its key.
+    pub ttl_seconds: u64,
+    /// How long a key stays "in progress" if its request never finishes (a
+    /// crashed replica); keep it above `http.request_timeout_ms`.
+    pub in_progress_ttl_ms: u64,
+    /// A key-store call slower than this counts as the store being down (503).
+    pub store_timeout_ms: u64,
+    /// Prefix of the Redis keys.
+    pub key_prefix: String,
+    /// The MongoDB collection used when Redis is disabled.
+    pub mongo_collection: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,6 +12,7 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     adapters::{
+        idempotency::MongoKeyStore,
         kafka::{
             dead_letter::DeadLetterWriter,
             topics::{ensure_events_topic, ensure_topics},
@@ -203,6 +204,21 @@ pub async fn report_grpc_health(reporter: HealthReporter, products: ProductServi
                 }
             }
             last = Some(status);
+        }
+    }
+}
+
+/// Deletes expired idempotency keys from MongoDB every hour (FerretDB
+/// enforces no TTL index; expired keys already count as absent, this only
+/// reclaims the space).
+pub async fn purge_idempotency_keys(keys: Arc<MongoKeyStore>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match keys.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys deleted"),
+            Err(err) => tracing::warn!(error = %err, "purging expired idempotency keys failed"),
         }
     }
 }

@@ -23,6 +23,7 @@ pub use signals::shutdown_on_signal;
 
 use crate::{
     adapters::{
+        idempotency::{MongoKeyStore, RedisKeyStore},
         kafka::{
             dead_letter::DeadLetterWriter,
             publisher::{events_producer, producer, KafkaCommandPublisher},
@@ -34,11 +35,12 @@ use crate::{
     api::{
         auth::Authenticator,
         grpc::{pb, shed_load, ProductsGrpc},
-        http::{self, AppState, Probe, Readiness},
+        http::{self, idempotency::Idempotency, AppState, Probe, Readiness},
         rate_limit::RateLimiter,
     },
     config::Settings,
     events::{EventRelay, RelayStore, RelayTask},
+    idempotency::IdempotencyStore,
     pipeline::applier::{Applier, RetryPolicy},
     telemetry,
     tls::{self, PemIdentity},
@@ -59,6 +61,9 @@ pub struct Application {
     readiness: Arc<Readiness>,
     auth: Option<Arc<Authenticator>>,
     rate_limiter: Option<Arc<RateLimiter>>,
+    idempotency: Option<Arc<Idempotency>>,
+    /// The MongoDB key store, purged of expired keys in the background.
+    idempotency_purge: Option<Arc<MongoKeyStore>>,
 }
 
 impl Application {
@@ -150,6 +155,7 @@ impl Application {
             }
         }));
         let readiness = Arc::new(Readiness::new(probes, Duration::from_secs(2)));
+        let (idempotency, idempotency_purge) = idempotency_store(&settings).await?;
 
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
@@ -171,6 +177,8 @@ impl Application {
             readiness,
             auth,
             rate_limiter,
+            idempotency,
+            idempotency_purge,
         })
     }
 
@@ -204,6 +212,8 @@ impl Application {
             readiness,
             auth,
             rate_limiter,
+            idempotency,
+            idempotency_purge,
         } = self;
         let registry = telemetry::metrics::registry();
         // The relay outlives the other tasks: the last writes of the
@@ -230,6 +240,9 @@ impl Application {
             ),
         ));
         background.spawn(async move { registry.run_upkeep(Duration::from_secs(5)).await });
+        if let Some(keys) = idempotency_purge {
+            background.spawn(background::purge_idempotency_keys(keys));
+        }
 
         let dead_letters = DeadLetterWriter::new(producer(&settings.kafka)?, &settings.kafka);
         background.spawn_graceful(background::run_command_pipeline(
@@ -252,6 +265,7 @@ impl Application {
                 readiness,
                 auth: auth.clone(),
                 rate_limiter: rate_limiter.clone(),
+                idempotency,
             },
             &settings.http,
         );
@@ -345,6 +359,31 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The `Idempotency-Key` store: Redis when it is enabled, else a MongoDB
+/// collection (returned too, to purge its expired keys); `None` when
+/// idempotency is off.
+async fn idempotency_store(
+    settings: &Settings,
+) -> anyhow::Result<(Option<Arc<Idempotency>>, Option<Arc<MongoKeyStore>>)> {
+    let config = &settings.idempotency;
+    if !config.enabled {
+        return Ok((None, None));
+    }
+    let (store, purge): (Arc<dyn IdempotencyStore>, _) = if settings.redis.enabled {
+        let store = RedisKeyStore::new(&settings.redis, &config.key_prefix)
+            .context("invalid Redis settings")?;
+        (Arc::new(store), None)
+    } else {
+        let store = Arc::new(
+            MongoKeyStore::connect(&settings.mongo, &config.mongo_collection)
+                .await
+                .context("invalid MongoDB settings")?,
+        );
+        (store.clone(), Some(store))
+    };
+    Ok((Some(Arc::new(Idempotency::new(store, config))), purge))
 }
 
 fn local_addr(listener: &TcpListener) -> SocketAddr {

@@ -168,6 +168,7 @@ pub fn test_settings() -> Settings {
     settings.mongo.database = unique("test");
     settings.redis.url = REDIS_URL.into();
     settings.redis.key_prefix = format!("{}:", unique("test"));
+    settings.idempotency.key_prefix = format!("{}:", unique("idem"));
     settings.kafka.brokers = KAFKA.to_owned();
     let run = unique("test");
     settings.kafka.group_id = format!("{run}_group");

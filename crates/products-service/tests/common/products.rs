@@ -50,6 +50,38 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /api/v1/products` with `body` and `Idempotency-Key: "{key}"`.
+    pub async fn post_product_keyed(&self, key: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/api/v1/products"))
+            .header("idempotency-key", format!("\"{key}\""))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `PUT /api/v1/products/{id}` with `body` and `Idempotency-Key: "{key}"`.
+    pub async fn put_product_keyed(&self, key: &str, id: &str, body: &Value) -> Response {
+        self.client
+            .put(self.product_url(id))
+            .header("idempotency-key", format!("\"{key}\""))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /api/v1/products/{id}` with `Idempotency-Key: "{key}"`.
+    pub async fn delete_product_keyed(&self, key: &str, id: &str) -> Response {
+        self.client
+            .delete(self.product_url(id))
+            .header("idempotency-key", format!("\"{key}\""))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /api/v1/products/search?{query}` (`query` already URL-encoded).
     pub async fn search_products(&self, query: &str) -> Response {
         self.client

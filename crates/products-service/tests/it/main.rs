@@ -20,6 +20,7 @@ mod compose_file;
 mod dashboard_queries;
 mod dependency_tls;
 mod grpc_api;
+mod idempotency;
 mod kafka_cluster;
 mod kafka_pipeline;
 mod kafka_sasl;

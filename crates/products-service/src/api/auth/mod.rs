@@ -46,6 +46,10 @@ pub struct Principal {
     /// `sub` of a JWT, or `api-key` for a static key.
     pub subject: String,
     scopes: Scopes,
+    /// Who this is, for scoping what callers keep apart (idempotency keys):
+    /// `jwt:{iss}:{sub}`, or `api-key:{SHA-256 of the key}` so that each key
+    /// is a caller of its own. Not a secret, but not logged either.
+    caller: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,11 @@ enum Scopes {
 }
 
 impl Principal {
+    /// The caller's identity (see the field); stable across requests.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         match &self.scopes {
             Scopes::All => true,
@@ -111,6 +120,10 @@ impl Authenticator {
             return Ok(Principal {
                 subject: "api-key".to_owned(),
                 scopes: Scopes::All,
+                caller: format!(
+                    "api-key:{}",
+                    crate::idempotency::sha256_hex(token.as_bytes())
+                ),
             });
         }
         let Some(jwt) = &self.jwt else {
@@ -123,13 +136,16 @@ impl Authenticator {
                     AuthError::Invalid
                 })?
                 .claims;
+        let claim = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default();
         Ok(Principal {
-            subject: claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            subject: claim("sub").to_owned(),
             scopes: Scopes::Listed(scopes(claims.get(&self.scope_claim))),
+            caller: format!(
+                "jwt:{}:{}:{}",
+                claim("iss").len(),
+                claim("iss"),
+                claim("sub")
+            ),
         })
     }
 

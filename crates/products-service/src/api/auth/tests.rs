@@ -307,3 +307,22 @@ fn debug_output_shows_no_keys() {
         "{debug}"
     );
 }
+
+#[test]
+fn each_api_key_and_each_subject_is_a_caller_of_its_own() {
+    let mut s = settings();
+    s.api_keys.push("second-api-key-0123456789".into());
+    let auth = authenticator(&s);
+    let caller = |header: &str| auth.authenticate(Some(header)).unwrap().caller().to_owned();
+    let first = caller(&bearer(API_KEY));
+    assert_ne!(first, caller(&bearer("second-api-key-0123456789")));
+    assert!(
+        !first.contains(API_KEY),
+        "the key itself is not the caller id"
+    );
+    let alice = caller(&bearer(&hs256(&claims())));
+    let mut bob = claims();
+    bob.insert("sub".into(), json!("bob"));
+    assert_ne!(alice, caller(&bearer(&hs256(&bob))));
+    assert_eq!(alice, caller(&bearer(&hs256(&claims()))), "stable");
+}

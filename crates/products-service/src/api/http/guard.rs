@@ -96,7 +96,7 @@ async fn rate_limit(
 
 async fn authorize(
     State(auth): State<Arc<Authenticator>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let access = if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -110,7 +110,13 @@ async fn authorize(
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
     match auth.authorize(header, access) {
-        Ok(_) => next.run(request).await,
+        Ok(principal) => {
+            // Who called, for what runs after the guard (idempotency scopes).
+            if let Some(principal) = principal {
+                request.extensions_mut().insert(principal);
+            }
+            next.run(request).await
+        }
         Err(err) => refusal(&err),
     }
 }

@@ -3,12 +3,14 @@
 //! Middleware, outermost first: request id (set + propagated), trace span,
 //! CORS, compression, timeout, body limit. RED metrics are recorded per
 //! matched route template. The product routes are guarded (rate limit, load
-//! shedding, authentication: [`guard`]); probes and docs are not.
+//! shedding, authentication: [`guard`]); probes and docs are not. Inside the
+//! guard, writes honour `Idempotency-Key` ([`idempotency`]).
 
 mod error;
 mod extract;
 mod guard;
 mod health;
+pub mod idempotency;
 mod metrics;
 mod openapi;
 mod products;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub auth: Option<Arc<Authenticator>>,
     /// `None`: no per-client rate limit.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// `None`: `Idempotency-Key` is ignored (`idempotency.enabled: false`).
+    pub idempotency: Option<Arc<idempotency::Idempotency>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -62,6 +66,14 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
                 .put(products::update)
                 .delete(products::delete),
         );
+    // Added first, so it runs last: after the guard has named the caller.
+    let products = match &state.idempotency {
+        Some(keys) => products.route_layer(axum::middleware::from_fn_with_state(
+            keys.clone(),
+            idempotency::idempotent,
+        )),
+        None => products,
+    };
     let products = guard::protect(
         products,
         state.auth.clone(),
