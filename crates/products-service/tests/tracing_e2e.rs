@@ -116,7 +116,8 @@ async fn wait_for_trace(trace_id: &str, names: &[&str]) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rest_post_is_one_trace_from_http_through_kafka_into_mongodb() {
     telemetry();
-    let app = spawn_app_with(settings()).await;
+    let app_settings = settings();
+    let app = spawn_app_with(app_settings.clone()).await;
     let (trace_id, traceparent) = new_trace();
     let response = app
         .client
@@ -196,6 +197,52 @@ async fn one_rest_post_is_one_trace_from_http_through_kafka_into_mongodb() {
     assert!(traced
         .iter()
         .all(|l| l["span_id"].as_str().is_some_and(|s| s.len() == 16)));
+
+    // The product's change event carries the writer's trace context, and
+    // the relay's publish span links to that trace (docs/EVENTS.md).
+    let events = common::events::wait_for_events(
+        common::KAFKA,
+        &app_settings.events.topic,
+        Duration::from_secs(30),
+        |events| events.iter().any(|e| e.subject == id),
+    )
+    .await;
+    let event = events.iter().find(|e| e.subject == id).unwrap();
+    assert!(
+        event
+            .headers
+            .get("traceparent")
+            .is_some_and(|t| t.contains(&trace_id)),
+        "{event:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        telemetry().guard.flush();
+        let url = format!(
+            "{JAEGER_QUERY}/api/traces?service={}&operation=product_events.publish&limit=200&lookback=1h",
+            telemetry().service
+        );
+        let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let linked = body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["spans"].as_array().cloned().unwrap_or_default())
+            .filter(|s| s["operationName"] == "product_events.publish")
+            .any(|s| {
+                s["references"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["traceID"] == trace_id.as_str()))
+            });
+        if linked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no product_events.publish span links to trace {trace_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
