@@ -155,7 +155,7 @@ impl Application {
             }
         }));
         let readiness = Arc::new(Readiness::new(probes, Duration::from_secs(2)));
-        let (idempotency, idempotency_purge) = idempotency_store(&settings).await?;
+        let (idempotency, idempotency_purge) = idempotency_store(&settings, repository.database())?;
 
         let bind = |addr: SocketAddr, what: &'static str| async move {
             TcpListener::bind(addr)
@@ -361,12 +361,17 @@ impl Application {
     }
 }
 
+/// The key store's front (none when off) and, for the MongoDB store, what
+/// purges its expired keys.
+type IdempotencyParts = (Option<Arc<Idempotency>>, Option<Arc<MongoKeyStore>>);
+
 /// The `Idempotency-Key` store: Redis when it is enabled, else a MongoDB
 /// collection (returned too, to purge its expired keys); `None` when
 /// idempotency is off.
-async fn idempotency_store(
+fn idempotency_store(
     settings: &Settings,
-) -> anyhow::Result<(Option<Arc<Idempotency>>, Option<Arc<MongoKeyStore>>)> {
+    database: &mongodb::Database,
+) -> anyhow::Result<IdempotencyParts> {
     let config = &settings.idempotency;
     if !config.enabled {
         return Ok((None, None));
@@ -376,11 +381,7 @@ async fn idempotency_store(
             .context("invalid Redis settings")?;
         (Arc::new(store), None)
     } else {
-        let store = Arc::new(
-            MongoKeyStore::connect(&settings.mongo, &config.mongo_collection)
-                .await
-                .context("invalid MongoDB settings")?,
-        );
+        let store = Arc::new(MongoKeyStore::new(database, &config.mongo_collection));
         (store.clone(), Some(store))
     };
     Ok((Some(Arc::new(Idempotency::new(store, config))), purge))

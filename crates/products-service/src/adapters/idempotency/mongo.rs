@@ -12,18 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mongodb::{
     bson::{doc, DateTime},
-    error::{ErrorKind, WriteFailure},
-    options::{ClientOptions, Tls, TlsOptions},
-    Client, Collection,
+    Collection, Database,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{ExposeSecret, MongoSettings},
+    adapters::mongo::is_duplicate_key,
     idempotency::{Claim, ClaimOutcome, Entry, IdempotencyStore, KeyStoreError, StoredResponse},
 };
-
-const DUPLICATE_KEY: i32 = 11000;
 
 /// Claim attempts when the entry found keeps expiring or vanishing between
 /// our insert and our read (racing claims).
@@ -44,39 +40,12 @@ pub struct MongoKeyStore {
 }
 
 impl MongoKeyStore {
-    /// A client of its own for the database of `settings` (it connects
-    /// lazily); the keys go into `collection`. Secrets must have been
-    /// resolved.
-    pub async fn connect(
-        settings: &MongoSettings,
-        collection: &str,
-    ) -> Result<Self, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(settings.uri.expose_secret()).await?;
-        options.app_name = Some("products-service-idempotency".to_owned());
-        if settings.tls.enabled || settings.tls.ca_file.is_some() {
-            let tls = TlsOptions::builder()
-                .ca_file_path(settings.tls.ca_file.clone())
-                .build();
-            options.tls = Some(Tls::Enabled(tls));
+    /// The keys go into `collection` of the service's database (the
+    /// repository's client: one connection pool).
+    pub fn new(database: &Database, collection: &str) -> Self {
+        Self {
+            keys: database.collection(collection),
         }
-        let auth = &settings.auth;
-        if auth.username.is_some() || auth.password.is_some() {
-            let mut credential = options.credential.take().unwrap_or_default();
-            if let Some(username) = &auth.username {
-                credential.username = Some(username.clone());
-            }
-            if let Some(password) = &auth.password {
-                credential.password = Some(password.expose_secret().to_owned());
-            }
-            options.credential = Some(credential);
-        }
-        options.server_selection_timeout =
-            Some(Duration::from_millis(settings.server_selection_timeout_ms));
-        options.connect_timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
-        let client = Client::with_options(options)?;
-        Ok(Self {
-            keys: client.database(&settings.database).collection(collection),
-        })
     }
 
     /// Deletes the expired entries (a full scan on FerretDB: run it rarely);
@@ -105,14 +74,6 @@ impl MongoKeyStore {
 
 fn unavailable(err: mongodb::error::Error) -> KeyStoreError {
     KeyStoreError::Unavailable(err.to_string())
-}
-
-fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
-    match err.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
-        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        _ => false,
-    }
 }
 
 #[async_trait]

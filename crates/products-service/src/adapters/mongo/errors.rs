@@ -8,7 +8,8 @@ use products_core::app::PortError;
 pub(super) const DUPLICATE_KEY: i32 = 11000;
 pub(super) const NAMESPACE_NOT_FOUND: i32 = 26;
 
-pub(super) fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+/// A write refused because the `_id` (or another unique key) exists.
+pub fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,

@@ -54,8 +54,10 @@ use self::{
         bson_date, from_document, object_id, stored_event, to_document, update_changes, EventSlot,
         ProductDocument, DELETED_AT, EVENT, LOG_OFFSET, LOG_PARTITION, PRODUCT_FIELDS, REV,
     },
-    errors::{is_duplicate_key, may_have_written, port_error, DUPLICATE_KEY, NAMESPACE_NOT_FOUND},
+    errors::{may_have_written, port_error, DUPLICATE_KEY, NAMESPACE_NOT_FOUND},
 };
+
+pub use self::errors::is_duplicate_key;
 
 mod document;
 mod errors;
@@ -112,6 +114,11 @@ impl MongoProductRepository {
             relays,
             events: None,
         })
+    }
+
+    /// The service's database (other collections share the client's pool).
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
     /// The same repository, storing an event with every change and handing
