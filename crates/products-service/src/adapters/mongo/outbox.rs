@@ -10,7 +10,7 @@ use mongodb::bson::{doc, Document};
 use products_core::{app::PortError, domain::ProductId};
 
 use super::{
-    document::{object_id, stored_event, EVENT},
+    document::{object_id, stored_event, EventSlot, EVENT},
     errors::port_error,
     MongoProductRepository,
 };
@@ -88,10 +88,10 @@ impl RelayStore for MongoProductRepository {
 
     #[tracing::instrument(skip(self), err)]
     async fn events_of(&self, relay: &str, after: u64) -> Result<Vec<ChangeEvent>, PortError> {
-        let filter = doc! {
-            format!("{EVENT}.relay"): relay,
-            format!("{EVENT}.seq"): { "$gt": as_i64(after) },
-        };
+        // Relay ids are hex: the prefix needs no escaping. The sequence is
+        // compared here, after reading.
+        let pattern = format!("^{}", EventSlot::prefix_of(relay));
+        let filter = doc! { EVENT: { "$regex": pattern } };
         let documents: Vec<Document> = self
             .raw
             .find(filter)
@@ -103,8 +103,8 @@ impl RelayStore for MongoProductRepository {
         let mut events = Vec::with_capacity(documents.len());
         for document in documents {
             match stored_event(document) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => {}
+                Ok(Some(event)) if event.meta.seq > after => events.push(event),
+                Ok(_) => {}
                 Err(err) => tracing::error!(error = %err, "a swept event is unreadable; skipped"),
             }
         }
