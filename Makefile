@@ -68,13 +68,18 @@ fuzz: ## coverage-guided fuzzing, FUZZ_SECONDS (60) per target; fails on a crash
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 BENCH_N ?= 100000
+# A git worktree uses the stack of the checkout that started it:
+#   make bench STACK_SH=/path/to/main/scripts/stack.sh
+STACK_SH ?= scripts/stack.sh
+# BENCH_SECTIONS=a,b writes bench/results/<date>-a-b.{json,md}: a partial run
+# never replaces the day's full run.
 bench: ## benchmarks on a release build (BENCH_N=100000): bench/results/<date>.json + .md, see BENCHMARKS.md
-	@scripts/stack.sh check kafka mongo redis jaeger || { echo "make bench: the local stack is not running (make stack-up)" >&2; exit 1; }
+	@$(STACK_SH) check kafka mongo redis jaeger || { echo "make bench: the local stack is not running (make stack-up)" >&2; exit 1; }
 	@command -v wrk >/dev/null || { echo "missing: wrk — install with: apt-get install -y wrk" >&2; exit 1; }
 	@scripts/ensure-tool.sh ghz >/dev/null
 	$(CARGO) build --release --locked --bin products-service --bin products-bench
 	@mkdir -p bench/results
-	d=$$(date +%F); \
+	s=$${BENCH_SECTIONS:-}; d=$$(date +%F)$${s:+-$${s//,/-}}; \
 	BENCH_N=$(BENCH_N) BENCH_SERVICE_BIN=target/release/products-service \
 	BENCH_OUT_JSON=bench/results/$$d.json.tmp BENCH_OUT_MD=bench/results/$$d.md.tmp \
 		target/release/products-bench; \

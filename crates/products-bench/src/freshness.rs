@@ -298,7 +298,7 @@ async fn write_and_poll(
 }
 
 /// The `p`th percentile in ms (nearest rank), None without samples.
-fn pct(us: &mut [u64], p: f64) -> Option<f64> {
+pub(crate) fn pct(us: &mut [u64], p: f64) -> Option<f64> {
     if us.is_empty() {
         return None;
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{
     catalog::{bulk_insert, BULK_BATCH_SIZES},
-    kafka::{create_payload, create_topics, dead_letters, produce, raw_consume},
+    kafka::{create_topics, dead_letters, produce_creates, raw_consume},
     round,
     service::{self, Service, ServiceOpts},
     Names, Opts, PARTITIONS,
@@ -34,15 +34,8 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
     create_topics(opts, names).await?;
 
     // 1. Kafka ingest and its two limits.
-    let ids: Vec<ObjectId> = (0..opts.n).map(|_| ObjectId::new()).collect();
     eprintln!("ingest: producing {} create commands", opts.n);
-    let produce_secs = produce(
-        opts,
-        &names.topic_create,
-        ids.iter()
-            .enumerate()
-            .map(|(i, id)| (id.to_hex(), create_payload(id, i))),
-    )?;
+    let (ids, produce_secs) = produce_creates(opts, &names.topic_create)?;
     eprintln!("ingest: raw Kafka read");
     let (consume_secs, consumed) = {
         let (opts, names) = (opts.clone(), names.clone());
@@ -76,7 +69,7 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
         .fold(0.0, f64::max);
 
     eprintln!("ingest: service consumer");
-    let ingest = ingest(opts, names, mongo).await?;
+    let ingest = ingest(opts, names, mongo, "ingest", &[]).await?;
     errors += ingest.missing + ingest.dead_letters;
     let ingest_rate = ingest.applied as f64 / ingest.secs;
     let ingest_ratio = ingest_rate / best_bulk.min(consume_rate);
@@ -117,36 +110,47 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
     })
 }
 
-struct Ingest {
-    secs: f64,
+/// One timed run of the service's consumer over `opts.n` pre-produced creates.
+pub struct Ingest {
+    pub secs: f64,
     /// From the service's start until the first products were stored.
-    first_applied_secs: f64,
+    pub first_applied_secs: f64,
     /// CPU the service and FerretDB used during the run (where the time goes).
-    service_cpu_secs: Option<f64>,
-    ferretdb_cpu_secs: Option<f64>,
-    applied: u64,
-    missing: u64,
-    dead_letters: u64,
-    peak_rss: u64,
-    mongo_ops: Value,
+    pub service_cpu_secs: Option<f64>,
+    pub ferretdb_cpu_secs: Option<f64>,
+    pub applied: u64,
+    pub missing: u64,
+    pub dead_letters: u64,
+    pub peak_rss: u64,
+    pub mongo_ops: Value,
 }
 
-async fn ingest(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<Ingest> {
+/// Starts the service (log `service-<name>.log`, more environment `env`) on
+/// `names`' create topic, group and database, which must hold `opts.n`
+/// create commands, and times it until its consumer has settled them all.
+pub async fn ingest(
+    opts: &Opts,
+    names: &Names,
+    mongo: &mongodb::Client,
+    name: &'static str,
+    env: &[(&str, &str)],
+) -> Result<Ingest> {
     let coll = mongo
         .database(&names.database)
         .collection::<Document>("products");
     let ferretdb = service::stack_pid("ferretdb");
     let ferretdb_cpu_before = ferretdb.and_then(service::process_cpu_secs);
     let start = Instant::now();
-    let svc = Service::start_no_wait(
+    let svc = Service::start_no_wait_with_env(
         opts,
         names,
         ServiceOpts {
-            name: "ingest",
+            name,
             database: &names.database,
             redis: true,
             consumer: true,
         },
+        env,
     )?;
     let deadline = start + opts.ingest_timeout;
     let mut applied = 0;

@@ -35,6 +35,20 @@ pub async fn create_topics(opts: &Opts, names: &Names) -> Result<()> {
     Ok(())
 }
 
+/// Produces create commands of `opts.n` new products to `topic`: their ids,
+/// and the seconds taken (see [`produce`]).
+pub fn produce_creates(opts: &Opts, topic: &str) -> Result<(Vec<ObjectId>, f64)> {
+    let ids: Vec<ObjectId> = (0..opts.n).map(|_| ObjectId::new()).collect();
+    let secs = produce(
+        opts,
+        topic,
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (id.to_hex(), create_payload(id, i))),
+    )?;
+    Ok((ids, secs))
+}
+
 /// A create command of the catalog's product `i`, encoded as the service's
 /// REST path encodes it (`products_service::codec::encode_command`).
 pub fn create_payload(id: &ObjectId, i: usize) -> Vec<u8> {
@@ -186,18 +200,47 @@ pub fn dead_letters(opts: &Opts, names: &Names) -> Result<u64> {
     Ok(total)
 }
 
+/// Deletes topics; one that does not exist is no error.
+pub async fn delete_topics(opts: &Opts, topics: &[&str]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &opts.brokers)
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    admin.delete_topics(topics, &options).await?;
+    Ok(())
+}
+
+/// Creates a change-event topic as the service would (compacted, the
+/// service's default `events.partitions` and `events.retention_ms`), but with
+/// `message.timestamp.type=LogAppendTime`: each record's timestamp is when
+/// the broker appended it, the end of an event's relay latency.
+pub async fn create_events_topic(opts: &Opts, topic: &str) -> Result<()> {
+    let events = products_service::config::Settings::load_from(None, std::iter::empty())?.events;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &opts.brokers)
+        .create()?;
+    let retention = events.retention_ms.to_string();
+    let new = NewTopic::new(topic, events.partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("retention.ms", &retention)
+        .set("message.timestamp.type", "LogAppendTime");
+    for r in admin.create_topics(&[new], &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Deletes the run's three topics (of `names`) and the given consumer groups.
 pub async fn delete_topics_and_groups(opts: &Opts, names: &Names, groups: &[&str]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
         .create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    admin
-        .delete_topics(
-            &[&names.topic_create, &names.topic_update, &names.topic_dlq],
-            &options,
-        )
-        .await?;
+    delete_topics(
+        opts,
+        &[&names.topic_create, &names.topic_update, &names.topic_dlq],
+    )
+    .await?;
     for r in admin.delete_groups(groups, &options).await? {
         if let Err((g, e)) = r {
             if !e.to_string().contains("GroupIdNotFound") {

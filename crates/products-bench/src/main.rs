@@ -7,7 +7,9 @@
 //! | variable | default |
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
-//! | `BENCH_SECTIONS` | `ingest,scale,freshness,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `scale` needs `ingest`; `freshness`, `memory`, `grpc`, `tracing` each run alone too) |
+//! | `BENCH_SECTIONS` | `ingest,scale,freshness,events,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `scale` needs `ingest`; `freshness`, `events`, `memory`, `grpc`, `tracing` each run alone too) |
+//! | `BENCH_EVENTS_N` / `BENCH_EVENTS_REPEAT` | 20000 / 2 (section `events`: creates per ingest run, runs with events off and on each) |
+//! | `BENCH_EVENTS_RATE` / `BENCH_EVENTS_SECS` / `BENCH_EVENTS_WAIT_SECS` | 500 / 10 / 60 (section `events`: steady PUTs/s, seconds counted, longest wait for the events) |
 //! | `BENCH_SCALE_SMALL` / `BENCH_UPDATE_N` | 10000 / 10000 (section `scale`: the small catalog, updates per catalog) |
 //! | `BENCH_FRESHNESS_RATE` / `BENCH_FRESHNESS_SECS` / `BENCH_FRESHNESS_POLL_MS` | 1000 / 10 / 5 (section `freshness`) |
 //! | `BENCH_GHZ_BIN` | the pinned ghz in the stack cache (`scripts/ensure-tool.sh ghz`) |
@@ -18,9 +20,13 @@
 //! | `BENCH_CONCURRENCY` | `1,16,64` |
 //! | `BENCH_SERVICE_BIN` | `target/release/products-service` |
 //! | `BENCH_OUT_JSON` / `BENCH_OUT_MD` | `bench/results/<date>.json` / `.md` |
+//!
+//! Every service started runs with events on (the service's default) and
+//! publishes to the run's own events topic (`Names::topic_events`).
 //! | `KAFKA_BROKERS`, `MONGO_URI`, `REDIS_URL` | the local stack's addresses |
 
 mod catalog;
+mod events;
 mod extras;
 mod freshness;
 mod grpc_ghz;
@@ -44,7 +50,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{catalog::BULK_BATCH_SIZES, kafka::delete_topics_and_groups};
+use crate::{
+    catalog::BULK_BATCH_SIZES,
+    kafka::{delete_topics, delete_topics_and_groups},
+};
 
 pub(crate) const CATEGORY: &str = "65a1f0c2e4b0a1b2c3d4e5f7";
 pub(crate) const PARTITIONS: i32 = 3;
@@ -68,7 +77,7 @@ pub struct Opts {
     pub read_docs: usize,
     pub write_duration: Duration,
     /// Which parts run (`BENCH_SECTIONS`, default
-    /// `ingest,scale,freshness,reads,memory,grpc,tracing`).
+    /// `ingest,scale,freshness,events,reads,memory,grpc,tracing`).
     pub sections: Vec<String>,
 }
 
@@ -111,7 +120,7 @@ impl Opts {
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
             sections: env_or(
                 "BENCH_SECTIONS",
-                "ingest,scale,freshness,reads,memory,grpc,tracing",
+                "ingest,scale,freshness,events,reads,memory,grpc,tracing",
             )
             .split(',')
             .map(|s| s.trim().to_owned())
@@ -127,6 +136,9 @@ pub struct Names {
     pub topic_create: String,
     pub topic_update: String,
     pub topic_dlq: String,
+    /// The change-event topic every service of the run publishes to
+    /// (`APP__EVENTS__TOPIC`), so that runs leave `product-events` alone.
+    pub topic_events: String,
     pub group: String,
     pub raw_group: String,
     pub database: String,
@@ -148,6 +160,7 @@ impl Names {
             topic_create: format!("bench-{id}-create"),
             topic_update: format!("bench-{id}-update"),
             topic_dlq: format!("bench-{id}-dlq"),
+            topic_events: format!("bench-{id}-events"),
             group: format!("bench-{id}-service"),
             raw_group: format!("bench-{id}-raw"),
             database: format!("bench_{id}"),
@@ -229,6 +242,11 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         } else {
             None
         };
+        let events = if wants("events") {
+            Some(events::run(opts, names, mongo).await?)
+        } else {
+            None
+        };
         let extras = extras::run(opts, names, mongo).await?;
         let mut out = json!({
             "run_id": names.id,
@@ -249,6 +267,7 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         });
         merge_extras(&mut out, &extras);
         merge_catalog(&mut out, None, None, freshness, None);
+        merge_events(&mut out, events);
         return Ok(out);
     }
     let mut errors: u64 = 0;
@@ -267,6 +286,13 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     // Reads, updates and deletes on the catalog, at two sizes.
     let scale = if wants("scale") {
         Some(scale::run(opts, names, mongo, &ingest.ids, ingest.rate).await?)
+    } else {
+        None
+    };
+
+    // What change events cost: ingest on vs off, relay latency.
+    let events = if wants("events") {
+        Some(events::run(opts, names, mongo).await?)
     } else {
         None
     };
@@ -332,7 +358,26 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     });
     merge_extras(&mut out, &extras);
     merge_catalog(&mut out, Some(&ingest), scale, freshness, idle_rss);
+    merge_events(&mut out, events);
     Ok(out)
+}
+
+/// The top-level figures and target of section `events`; its errors are added.
+fn merge_events(out: &mut Value, events: Option<Value>) {
+    let Some(e) = events else {
+        out["events"] = Value::Null;
+        return;
+    };
+    for key in [
+        "events_ingest_ratio",
+        "events_relay_p50_ms",
+        "events_relay_p99_ms",
+    ] {
+        out[key] = e[key].clone();
+    }
+    out["targets"]["events_ingest_ratio_min"] = json!(events::RATIO_MIN);
+    out["errors"] = json!(out["errors"].as_u64().unwrap_or(0) + e["errors"].as_u64().unwrap_or(0));
+    out["events"] = e;
 }
 
 /// The top-level figures and targets of sections `ingest` (`first_apply_ms`,
@@ -402,6 +447,7 @@ async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
             .await?;
     }
     delete_topics_and_groups(opts, names, &[&names.group, &names.raw_group]).await?;
+    delete_topics(opts, &[&names.topic_events]).await?;
     let client = redis::Client::open(opts.redis_url.as_str())?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = redis::cmd("KEYS")

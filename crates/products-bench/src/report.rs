@@ -111,10 +111,12 @@ pub fn markdown(r: &Value) -> String {
     );
     if m.is_null() || r["ingest"].is_null() {
         // A run without the ingest (BENCH_SECTIONS=freshness, memory, grpc, tracing).
-        if !r["freshness"].is_null() {
+        if !r["freshness"].is_null() || !r["events"].is_null() {
             let _ = writeln!(s, "| key figure | value | target | |\n|---|---|---|---|");
             crate::freshness::key_rows(&mut s, r);
+            crate::events::key_rows(&mut s, r);
             crate::freshness::tables(&mut s, r);
+            crate::events::tables(&mut s, r);
         }
         memory_rows(&mut s, &r["memory_bound"]);
         extras_rows(&mut s, r);
@@ -198,6 +200,7 @@ pub fn markdown(r: &Value) -> String {
     );
     crate::scale::key_rows(&mut s, r);
     crate::freshness::key_rows(&mut s, r);
+    crate::events::key_rows(&mut s, r);
     let _ = writeln!(s);
 
     let i = &r["ingest"];
@@ -253,6 +256,7 @@ pub fn markdown(r: &Value) -> String {
 
     crate::scale::tables(&mut s, r);
     crate::freshness::tables(&mut s, r);
+    crate::events::tables(&mut s, r);
 
     let _ = writeln!(s, "\n**REST reads** (wrk)\n");
     let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");

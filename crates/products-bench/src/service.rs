@@ -59,6 +59,8 @@ impl Service {
             .env("KAFKA_TOPIC_CREATE", &names.topic_create)
             .env("KAFKA_TOPIC_UPDATE", &names.topic_update)
             .env("KAFKA_TOPIC_DEAD_LETTER", &names.topic_dlq)
+            // Events are on by default: never into the shared `product-events`.
+            .env("APP__EVENTS__TOPIC", &names.topic_events)
             .env("REDIS_URL", &opts.redis_url)
             .env("REDIS_ENABLED", so.redis.to_string())
             .env("APP__REDIS__KEY_PREFIX", &names.redis_prefix)
