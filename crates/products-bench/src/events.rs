@@ -375,6 +375,23 @@ async fn steady(
         )
         .await?;
         let r = put_open_loop(&svc, ids, rate, total, warm).await;
+        // Stopping now would leave the last updates unapplied (no change,
+        // no event): wait until the consumer has settled every accepted PUT.
+        if let Ok((_, failed, _)) = &r {
+            let accepted = total as u64 - failed;
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline {
+                let settled: u64 = svc
+                    .consumed(&n.topic_update)
+                    .await
+                    .map(|o| o.values().sum())
+                    .unwrap_or(0);
+                if settled >= accepted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let cpu = svc.cpu_secs();
         let ops = svc.mongo_operations().await.unwrap_or(Value::Null);
         svc.stop().await?;
