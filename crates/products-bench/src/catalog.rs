@@ -37,6 +37,27 @@ pub async fn bulk_insert(
     ids: &[ObjectId],
     batch: usize,
 ) -> Result<f64> {
+    insert_docs(opts, db, ids, batch, false).await
+}
+
+/// As [`bulk_insert`], each document with the `event` field the service
+/// stores with events on (a created event's attributes, docs/EVENTS.md).
+pub async fn bulk_insert_with_events(
+    opts: &Opts,
+    db: &mongodb::Database,
+    ids: &[ObjectId],
+    batch: usize,
+) -> Result<f64> {
+    insert_docs(opts, db, ids, batch, true).await
+}
+
+async fn insert_docs(
+    opts: &Opts,
+    db: &mongodb::Database,
+    ids: &[ObjectId],
+    batch: usize,
+    events: bool,
+) -> Result<f64> {
     let repository = MongoProductRepository::connect(&MongoSettings {
         uri: opts.mongo_uri.clone().into(),
         database: db.name().to_owned(),
@@ -54,10 +75,19 @@ pub async fn bulk_insert(
         .map_err(|e| anyhow::anyhow!("creating the service's indexes: {e}"))?;
     let category = ObjectId::parse_str(CATEGORY)?;
     let date = BsonDateTime::parse_rfc3339_str("2026-01-01T00:00:00Z")?;
+    let relay = ObjectId::new().to_hex();
     let docs: Vec<Document> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| product_doc(id, i, category, date))
+        .map(|(i, id)| {
+            let mut d = product_doc(id, i, category, date);
+            if events {
+                let event = doc! {"id": ObjectId::new().to_hex(), "type": "product.created",
+                "relay": relay.as_str(), "seq": i as i64 + 1, "time": date};
+                d.insert("event", event);
+            }
+            d
+        })
         .collect();
     let coll = db.collection::<Document>("products");
     let start = Instant::now();

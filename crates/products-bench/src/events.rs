@@ -3,7 +3,7 @@
 //! 1. **Ingest, events off vs on.** The ingest of section `ingest`
 //!    (`BENCH_EVENTS_N`, 20,000 create commands pre-produced, then the service
 //!    started with its consumer and timed until it has settled them all), run
-//!    `BENCH_EVENTS_REPEAT` (2) times each way, alternating off, on, off, on,
+//!    `BENCH_EVENTS_REPEAT` (3) times each way, alternating off, on, off, on, …,
 //!    each on fresh topics, group and database: once with
 //!    `APP__EVENTS__ENABLED=false`, once with events on. The best run of each
 //!    way counts: `events_ingest_ratio` = on / off, from the rate between the
@@ -22,6 +22,9 @@
 //!    `BENCH_EVENTS_SECS` (10 s). The events topic is read until every change
 //!    counted has its event (by `ce_id`) or `BENCH_EVENTS_WAIT_SECS` (60)
 //!    passed: a change without its event is an error.
+//! 3. **The database's part.** The same N documents inserted straight with
+//!    `insert_many` (batches of 5,000) without and with the `event` field the
+//!    service stores, twice each: FerretDB's time and CPU for the field alone.
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet},
@@ -40,6 +43,7 @@ use rdkafka::{
 use serde_json::{json, Value};
 
 use crate::{
+    catalog::{bulk_insert, bulk_insert_with_events},
     env_num,
     freshness::pct,
     ingest::ingest,
@@ -261,7 +265,7 @@ async fn ingest_run(
 pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<Value> {
     let mut opts = opts.clone();
     opts.n = env_num("BENCH_EVENTS_N", 20_000)? as usize;
-    let repeat = env_num("BENCH_EVENTS_REPEAT", 2)?.max(1);
+    let repeat = env_num("BENCH_EVENTS_REPEAT", 3)?.max(1);
     let wait = Duration::from_secs(env_num("BENCH_EVENTS_WAIT_SECS", 60)?);
     let mut runs = Vec::new();
     let mut tags = Vec::new();
@@ -282,7 +286,10 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
         let Some((catalog, ids)) = &last_on else {
             bail!("events: no events-on run");
         };
-        steady(&opts, names, &catalog.database, ids, wait).await
+        let database = database_share(&opts, names, mongo, ids).await?;
+        let mut steady = steady(&opts, names, &catalog.database, ids, wait).await?;
+        steady["database_share"] = database;
+        Ok(steady)
     }
     .await;
     for tag in &tags {
@@ -336,6 +343,40 @@ pub async fn run(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
         "steady": steady,
         "command": format!("products-bench events: {repeat} × (ingest of {} create commands with APP__EVENTS__ENABLED=false, then with events on), each on fresh topics, group and database; best of each way; relay latency = LogAppendTime of the event record − its ce_time", opts.n),
     }))
+}
+
+/// The database's part of the cost: the same N documents inserted with
+/// `insert_many` (batches of 5,000, the consumer's largest) without and with
+/// the `event` field, alternating, FerretDB's CPU seconds of each.
+async fn database_share(
+    opts: &Opts,
+    names: &Names,
+    mongo: &mongodb::Client,
+    ids: &[ObjectId],
+) -> Result<Value> {
+    let ferretdb = service::stack_pid("ferretdb");
+    let mut out = Vec::new();
+    for k in 0..2 {
+        for with_event in [false, true] {
+            let db = mongo.database(&format!("bench_{}_evbulk{k}{with_event}", names.id));
+            let before = ferretdb.and_then(service::process_cpu_secs);
+            let secs = if with_event {
+                bulk_insert_with_events(opts, &db, ids, 5000).await?
+            } else {
+                bulk_insert(opts, &db, ids, 5000).await?
+            };
+            let cpu = stack_cpu(ferretdb, before);
+            db.drop().await?;
+            out.push(
+                json!({"event_field": with_event, "docs_per_s": round(ids.len() as f64 / secs, 0),
+                "secs": round(secs, 3), "ferretdb_cpu_secs": cpu}),
+            );
+        }
+    }
+    eprintln!("events: insert_many without / with the event field: {out:?}");
+    Ok(
+        json!({"runs": out, "command": format!("products-bench: insert_many of the same {} documents, batches of 5000, with the service's indexes, without / with an `event` field (id, type, relay, seq, time), twice each", ids.len())}),
+    )
 }
 
 /// Relay latency at a steady rate: open-loop REST PUTs of distinct products
@@ -548,4 +589,24 @@ pub fn tables(s: &mut String, r: &Value) {
         "/relay/missing", "/relay/copies", "/service_cpu_secs", "/ferretdb_cpu_secs", "/errors"];
     let command = format!(" {} |", st["command"].as_str().unwrap_or(""));
     row(s, st, &report::num(&st["rate_per_s"]), &cells, &command);
+    let db = &st["database_share"];
+    let _ = writeln!(
+        s,
+        "\n| insert_many, `event` field | docs/s | s | FerretDB CPU s |\n|---|---|---|---|"
+    );
+    for x in db["runs"].as_array().into_iter().flatten() {
+        let with = if x["event_field"] == true {
+            "with"
+        } else {
+            "without"
+        };
+        row(
+            s,
+            x,
+            with,
+            &["/docs_per_s", "/secs", "/ferretdb_cpu_secs"],
+            "",
+        );
+    }
+    let _ = writeln!(s, "\n{}", db["command"].as_str().unwrap_or(""));
 }

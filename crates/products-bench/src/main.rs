@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
 //! | `BENCH_SECTIONS` | `ingest,scale,freshness,events,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `scale` needs `ingest`; `freshness`, `events`, `memory`, `grpc`, `tracing` each run alone too) |
-//! | `BENCH_EVENTS_N` / `BENCH_EVENTS_REPEAT` | 20000 / 2 (section `events`: creates per ingest run, runs with events off and on each) |
+//! | `BENCH_EVENTS_N` / `BENCH_EVENTS_REPEAT` | 20000 / 3 (section `events`: creates per ingest run, runs with events off and on each) |
 //! | `BENCH_EVENTS_RATE` / `BENCH_EVENTS_SECS` / `BENCH_EVENTS_WAIT_SECS` | 500 / 10 / 60 (section `events`: steady PUTs/s, seconds counted, longest wait for the events) |
 //! | `BENCH_SCALE_SMALL` / `BENCH_UPDATE_N` | 10000 / 10000 (section `scale`: the small catalog, updates per catalog) |
 //! | `BENCH_FRESHNESS_RATE` / `BENCH_FRESHNESS_SECS` / `BENCH_FRESHNESS_POLL_MS` | 1000 / 10 / 5 (section `freshness`) |
