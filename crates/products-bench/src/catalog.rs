@@ -37,21 +37,12 @@ pub async fn bulk_insert(
     ids: &[ObjectId],
     batch: usize,
 ) -> Result<f64> {
-    insert_docs(opts, db, ids, batch, false).await
+    bulk_insert_with(opts, db, ids, batch, false).await
 }
 
-/// As [`bulk_insert`], each document with the `event` field the service
-/// stores with events on (a created event's attributes, docs/EVENTS.md).
-pub async fn bulk_insert_with_events(
-    opts: &Opts,
-    db: &mongodb::Database,
-    ids: &[ObjectId],
-    batch: usize,
-) -> Result<f64> {
-    insert_docs(opts, db, ids, batch, true).await
-}
-
-async fn insert_docs(
+/// As [`bulk_insert`]; with `events`, each document has the `event` field the
+/// service stores with events on (a created event's attributes, docs/EVENTS.md).
+pub async fn bulk_insert_with(
     opts: &Opts,
     db: &mongodb::Database,
     ids: &[ObjectId],

@@ -43,7 +43,7 @@ use rdkafka::{
 use serde_json::{json, Value};
 
 use crate::{
-    catalog::{bulk_insert, bulk_insert_with_events},
+    catalog::bulk_insert_with,
     env_num,
     freshness::pct,
     ingest::ingest,
@@ -360,11 +360,7 @@ async fn database_share(
         for with_event in [false, true] {
             let db = mongo.database(&format!("bench_{}_evbulk{k}{with_event}", names.id));
             let before = ferretdb.and_then(service::process_cpu_secs);
-            let secs = if with_event {
-                bulk_insert_with_events(opts, &db, ids, 5000).await?
-            } else {
-                bulk_insert(opts, &db, ids, 5000).await?
-            };
+            let secs = bulk_insert_with(opts, &db, ids, 5000, with_event).await?;
             let cpu = stack_cpu(ferretdb, before);
             db.drop().await?;
             out.push(
