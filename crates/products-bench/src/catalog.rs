@@ -41,7 +41,8 @@ pub async fn bulk_insert(
 }
 
 /// As [`bulk_insert`]; with `events`, each document has the `event` field the
-/// service stores with events on (a created event's attributes, docs/EVENTS.md).
+/// service stores with events on (a created event's slot: one string,
+/// docs/EVENTS.md).
 pub async fn bulk_insert_with(
     opts: &Opts,
     db: &mongodb::Database,
@@ -73,8 +74,13 @@ pub async fn bulk_insert_with(
         .map(|(i, id)| {
             let mut d = product_doc(id, i, category, date);
             if events {
-                let event = doc! {"id": ObjectId::new().to_hex(), "type": "product.created",
-                "relay": relay.as_str(), "seq": i as i64 + 1, "time": date};
+                // As the service stores it: `relay|seq|id|type|time_ms|traceparent|tracestate`.
+                let event = format!(
+                    "{relay}|{}|{}|product.created|{}||",
+                    i + 1,
+                    ObjectId::new().to_hex(),
+                    date.timestamp_millis()
+                );
                 d.insert("event", event);
             }
             d

@@ -24,7 +24,8 @@
 //!    passed: a change without its event is an error.
 //! 3. **The database's part.** The same N documents inserted straight with
 //!    `insert_many` (batches of 5,000) without and with the `event` field the
-//!    service stores, twice each: FerretDB's time and CPU for the field alone.
+//!    service stores (one string), twice each: FerretDB's time and CPU for the
+//!    field alone.
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet},
@@ -371,7 +372,7 @@ async fn database_share(
     }
     eprintln!("events: insert_many without / with the event field: {out:?}");
     Ok(
-        json!({"runs": out, "command": format!("products-bench: insert_many of the same {} documents, batches of 5000, with the service's indexes, without / with an `event` field (id, type, relay, seq, time), twice each", ids.len())}),
+        json!({"runs": out, "command": format!("products-bench: insert_many of the same {} documents, batches of 5000, with the service's indexes, without / with an `event` field (one string relay|seq|id|type|time|traceparent|tracestate, as the service stores it), twice each", ids.len())}),
     )
 }
 
