@@ -116,6 +116,16 @@ async fn a_products_life_is_created_updated_deleted_in_order_as_cloudevents() {
     let ids: std::collections::HashSet<&str> = life.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids.len(), 3, "a ce_id per change");
 
+    // The service created the topic as a compacted changelog.
+    let (policy, _) = crate::common::kafka::topic_config(brokers, topic, "cleanup.policy")
+        .await
+        .expect("the events topic exists");
+    assert_eq!(policy, "compact");
+    let (retention, _) = crate::common::kafka::topic_config(brokers, topic, "retention.ms")
+        .await
+        .unwrap();
+    assert_eq!(retention, settings.events.retention_ms.to_string());
+
     let grpc_events = &products[&grpc_id];
     assert_eq!(grpc_events.len(), 1);
     assert_product_history(&grpc_id, grpc_events);
