@@ -330,6 +330,8 @@ pub struct EventsSettings {
     /// `retention.ms` of the topic; -1 keeps the latest event of every
     /// product for ever (compaction still drops superseded ones).
     pub retention_ms: i64,
+    /// librdkafka `linger.ms` of the event producer.
+    pub linger_ms: u64,
     pub relay: RelaySettings,
 }
 

@@ -89,7 +89,8 @@ impl Application {
         // With events on, every write stores its event and hands it to the
         // relay; the relay itself uses the plain repository.
         let (repository, event_relay) = if settings.events.enabled {
-            let producer = events_producer(&settings.kafka).context("invalid Kafka settings")?;
+            let producer = events_producer(&settings.kafka, settings.events.linger_ms)
+                .context("invalid Kafka settings")?;
             let store: Arc<dyn RelayStore> = Arc::new(plain_repository.clone());
             let (relay, task) = EventRelay::new(&settings.events, store, producer);
             (Arc::new(plain_repository.with_events(relay)), Some(task))

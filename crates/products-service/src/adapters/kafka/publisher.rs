@@ -47,18 +47,24 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> 
 /// The change-event producer: like the command producer, but a record is
 /// never given up (`message.timeout.ms` 0): a broker outage of any length
 /// only delays events, and the idempotent producer keeps them in order.
-pub fn events_producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+///
+/// `linger_ms` is its own (`events.linger_ms`): nobody waits for an event's
+/// acknowledgement, so it can be raised independently of the commands'.
+pub fn events_producer(
+    settings: &KafkaSettings,
+    linger_ms: u64,
+) -> Result<FutureProducer, KafkaError> {
     let p = &settings.producer;
     super::client_config(settings)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", p.compression.as_str())
-        .set("linger.ms", p.linger_ms.to_string())
+        .set("linger.ms", linger_ms.to_string())
         .set("batch.size", p.batch_size_bytes.to_string())
         .set("message.timeout.ms", "0")
-        // Memory held while the brokers are away (the relay also caps
-        // pending events): 64 MiB.
-        .set("queue.buffering.max.kbytes", "65536")
+        // Memory held while the brokers are away or slow; beyond it the
+        // relay waits (and `events.relay.max_pending` caps what it holds).
+        .set("queue.buffering.max.kbytes", "16384")
         .create()
 }
 
