@@ -8,18 +8,17 @@
 //! (Redis, the hot read path) decode with serde, streaming (see
 //! [`ProductJson`]'s `Deserialize`).
 
-use std::{borrow::Cow, fmt};
-
 use chrono::{DateTime, Utc};
 use products_core::domain::{
     Product, ProductDraft, ProductId, UnvalidatedProduct, ValidationErrors,
 };
 use serde::{
-    de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor},
+    de::{self, MapAccess},
     Deserialize, Deserializer, Serialize,
 };
 
 use super::{
+    around::{self, deserialize_around, once},
     fields::{parse_object, Fields},
     DraftJson,
 };
@@ -62,29 +61,10 @@ impl ProductJson {
     }
 }
 
-/// As serde's `flatten` would read it (the same fields, duplicates and
-/// missing ones refused, unknown ones ignored) but streaming: `flatten`
-/// buffers the whole object first, which costs a cached read about half as
-/// much again. The product's own keys are taken aside; every other key goes
-/// to [`DraftJson`]'s derived deserializer.
+/// As serde's `flatten` would read it, but streaming (see `super::around`).
 impl<'de> Deserialize<'de> for ProductJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(ProductJsonVisitor)
-    }
-}
-
-struct ProductJsonVisitor;
-
-impl<'de> Visitor<'de> for ProductJsonVisitor {
-    type Value = ProductJson;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a product object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ProductJson, A::Error> {
-        let mut own = OwnFields::default();
-        let draft = DraftJson::deserialize(OwnFieldsAside { map, own: &mut own })?;
+        let (draft, own): (DraftJson, OwnFields) = deserialize_around(deserializer)?;
         let required = de::Error::missing_field;
         Ok(ProductJson {
             product_id: own.product_id.ok_or_else(|| required(PRODUCT_ID))?,
@@ -108,86 +88,14 @@ struct OwnFields {
     updated_at: Option<DateTime<Utc>>,
 }
 
-/// The object's entries minus [`OwnFields`]' (read into it on the way),
-/// as a deserializer for the draft.
-struct OwnFieldsAside<'o, A> {
-    map: A,
-    own: &'o mut OwnFields,
-}
-
-impl<'de, A: MapAccess<'de>> OwnFieldsAside<'_, A> {
-    fn once<T: Deserialize<'de>>(
-        map: &mut A,
-        slot: &mut Option<T>,
-        name: &'static str,
-    ) -> Result<(), A::Error> {
-        if slot.is_some() {
-            return Err(de::Error::duplicate_field(name));
+impl<'de> around::OwnFields<'de> for OwnFields {
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            PRODUCT_ID => once(map, &mut self.product_id, PRODUCT_ID),
+            CREATED_AT => once(map, &mut self.created_at, CREATED_AT),
+            UPDATED_AT => once(map, &mut self.updated_at, UPDATED_AT),
+            _ => Ok(false),
         }
-        *slot = Some(map.next_value()?);
-        Ok(())
-    }
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for OwnFieldsAside<'_, A> {
-    type Error = A::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
-        while let Some(Key(key)) = self.map.next_key()? {
-            match &*key {
-                PRODUCT_ID => Self::once(&mut self.map, &mut self.own.product_id, PRODUCT_ID)?,
-                CREATED_AT => Self::once(&mut self.map, &mut self.own.created_at, CREATED_AT)?,
-                UPDATED_AT => Self::once(&mut self.map, &mut self.own.updated_at, UPDATED_AT)?,
-                _ => return seed.deserialize(key.into_deserializer()).map(Some),
-            }
-        }
-        Ok(None)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        self.map.next_value_seed(seed)
-    }
-}
-
-impl<'de, A: MapAccess<'de>> Deserializer<'de> for OwnFieldsAside<'_, A> {
-    type Error = A::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, A::Error> {
-        visitor.visit_map(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
-        identifier ignored_any
-    }
-}
-
-/// An object key, borrowed from the input when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
     }
 }
 

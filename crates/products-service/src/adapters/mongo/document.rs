@@ -16,12 +16,18 @@ use products_core::{
         Quantity, Rating,
     },
 };
-use serde::{de, Deserialize, Deserializer, Serialize};
+use serde::{
+    de::{self, MapAccess},
+    Deserialize, Deserializer, Serialize,
+};
 
-use crate::events::{ChangeEvent, EventKind, EventMeta};
+use crate::{
+    codec::around::{self, deserialize_around, once},
+    events::{ChangeEvent, EventKind, EventMeta},
+};
 
 /// How a product is stored (field names as the Go original stored them).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ProductDocument {
     #[serde(rename = "_id")]
@@ -36,6 +42,52 @@ pub(super) struct ProductDocument {
     /// The event of the last change (the embedded outbox, `events`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) event: Option<EventSlot>,
+}
+
+/// As serde's `flatten` would read it, but streaming (see
+/// `codec::around`): stored products are read on every cache miss and search.
+impl<'de> Deserialize<'de> for ProductDocument {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (draft, own): (DraftDocument, OwnFields) = deserialize_around(deserializer)?;
+        let required = de::Error::missing_field;
+        Ok(ProductDocument {
+            id: own.id.ok_or_else(|| required(ID))?,
+            draft,
+            created_at: own.created_at.ok_or_else(|| required(CREATED_AT))?,
+            updated_at: own.updated_at.ok_or_else(|| required(UPDATED_AT))?,
+            rev: own.rev.unwrap_or_default(),
+            event: own.event.flatten(),
+        })
+    }
+}
+
+/// [`ProductDocument`]'s fields beyond the draft's (its `Serialize` names
+/// them from the struct; a test holds the two to the same names).
+const ID: &str = "_id";
+const CREATED_AT: &str = "createdAt";
+const UPDATED_AT: &str = "updatedAt";
+
+#[derive(Default)]
+struct OwnFields {
+    id: Option<ObjectId>,
+    created_at: Option<mongodb::bson::DateTime>,
+    updated_at: Option<mongodb::bson::DateTime>,
+    rev: Option<i64>,
+    /// `null` reads as no event, as with a derived `Option` field.
+    event: Option<Option<EventSlot>>,
+}
+
+impl<'de> around::OwnFields<'de> for OwnFields {
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            ID => once(map, &mut self.id, ID),
+            CREATED_AT => once(map, &mut self.created_at, CREATED_AT),
+            UPDATED_AT => once(map, &mut self.updated_at, UPDATED_AT),
+            REV => once(map, &mut self.rev, REV),
+            EVENT => once(map, &mut self.event, EVENT),
+            _ => Ok(false),
+        }
+    }
 }
 
 /// A [`ProductDraft`] as stored: the fields a client controls.
@@ -217,8 +269,6 @@ pub(super) const DELETED_AT: &str = "deletedAt";
 pub(super) const LOG_PARTITION: &str = "logPartition";
 pub(super) const LOG_OFFSET: &str = "logOffset";
 pub(super) const EVENT: &str = "event";
-const CREATED_AT: &str = "createdAt";
-const UPDATED_AT: &str = "updatedAt";
 /// The product fields a tombstone drops: the draft's and the timestamps.
 pub(super) static PRODUCT_FIELDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     let mut fields = DraftDocument::field_names().to_vec();
@@ -346,6 +396,18 @@ mod tests {
         let raw = mongodb::bson::to_vec(&stored).unwrap();
         let from_raw: ProductDocument = mongodb::bson::from_slice(&raw).unwrap();
         assert_eq!(from_document(from_raw).unwrap(), p);
+        // What else a document holds is not the product's.
+        let mut logged = stored.clone();
+        logged.insert(LOG_PARTITION, 2);
+        logged.insert(LOG_OFFSET, 41_i64);
+        logged.insert(EVENT, mongodb::bson::Bson::Null);
+        let logged: ProductDocument = mongodb::bson::from_document(logged).unwrap();
+        assert!(logged.event.is_none());
+        assert_eq!(from_document(logged).unwrap(), p);
+        let mut no_id = stored.clone();
+        no_id.remove("_id");
+        let err = mongodb::bson::from_document::<ProductDocument>(no_id).unwrap_err();
+        assert!(err.to_string().contains("_id"), "{err}");
         // Older documents: no rev, numbers stored as int32.
         let mut old = stored;
         old.remove(REV);
