@@ -83,8 +83,11 @@ impl ProductDraft {
             );
         } else {
             for (i, photo) in raw.photos.iter().enumerate() {
-                if let Some(url) = errors.check(&format!("photos[{i}]"), HttpUrl::parse(photo)) {
-                    photos.push(url);
+                // The field's name is formatted only for an error (this runs on
+                // every cached read too).
+                match HttpUrl::parse(photo) {
+                    Ok(url) => photos.push(url),
+                    Err(message) => errors.push(format!("photos[{i}]"), message),
                 }
             }
         }

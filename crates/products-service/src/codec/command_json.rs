@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use super::{
     fields::{parse_object, Fields},
-    DecodeError, ProductJson,
+    product_json::{CREATED_AT, PRODUCT_ID, UPDATED_AT},
+    DecodeError, DraftJson, ProductJson,
 };
 
 /// Where a message sits in the log; used only for payloads lacking fields.
@@ -41,40 +42,25 @@ impl MessageOrigin {
     }
 }
 
+/// The payload of an update command: the id, the new [`DraftJson`] and
+/// `updatedAt` (a create's payload is the whole [`ProductJson`]).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UpdateJson<'a> {
     product_id: &'a str,
-    category_id: &'a str,
-    name: &'a str,
-    description: &'a str,
-    price: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image_url: Option<&'a str>,
-    photos: Vec<&'a str>,
-    quantity: i64,
-    rating: i64,
+    #[serde(flatten)]
+    draft: DraftJson,
     updated_at: DateTime<Utc>,
 }
 
 pub fn encode_command(command: &ProductCommand) -> Vec<u8> {
     let encoded = match command {
         ProductCommand::Create(product) => serde_json::to_vec(&ProductJson::from(product)),
-        ProductCommand::Update(update) => {
-            let draft = &update.draft;
-            serde_json::to_vec(&UpdateJson {
-                product_id: update.id.as_str(),
-                category_id: draft.category_id.as_str(),
-                name: draft.name.as_str(),
-                description: draft.description.as_str(),
-                price: draft.price.value(),
-                image_url: draft.image_url.as_ref().map(|u| u.as_str()),
-                photos: draft.photos.iter().map(|u| u.as_str()).collect(),
-                quantity: draft.quantity.value(),
-                rating: draft.rating.value(),
-                updated_at: update.updated_at,
-            })
-        }
+        ProductCommand::Update(update) => serde_json::to_vec(&UpdateJson {
+            product_id: update.id.as_str(),
+            draft: DraftJson::from(&update.draft),
+            updated_at: update.updated_at,
+        }),
     };
     // Serialising plain structs of strings and numbers cannot fail.
     encoded.unwrap_or_default()
@@ -94,18 +80,18 @@ pub fn decode_command(
 ) -> Result<ProductCommand, DecodeError> {
     let object = parse_object(payload)?;
     let mut fields = Fields::new(&object);
-    let input = fields.product_input();
-    let product_id = fields.string("productId");
-    let created_at = fields.timestamp("createdAt");
-    let updated_at = fields.timestamp("updatedAt");
+    let input = fields.draft();
+    let product_id = fields.string(PRODUCT_ID);
+    let created_at = fields.timestamp(CREATED_AT);
+    let updated_at = fields.timestamp(UPDATED_AT);
     let type_errors = fields.finish().err();
 
     let id = match (product_id, kind) {
         (Some(raw), _) => {
-            ProductId::parse(&raw).map_err(|m| ValidationErrors::single("productId", m))
+            ProductId::parse(&raw).map_err(|m| ValidationErrors::single(PRODUCT_ID, m))
         }
         (None, CommandKind::Create) => Ok(origin.derived_id()),
-        (None, CommandKind::Update) => Err(ValidationErrors::single("productId", "is required")),
+        (None, CommandKind::Update) => Err(ValidationErrors::single(PRODUCT_ID, "is required")),
     };
     let draft = ProductDraft::parse(input);
     let (id, draft) = match (type_errors, id, draft) {

@@ -1,11 +1,22 @@
 //! Field-by-field reading of a JSON object, collecting a type error for each
-//! field of the wrong JSON type instead of stopping at the first.
+//! field of the wrong JSON type instead of stopping at the first. The draft's
+//! fields, their names and JSON types, are not listed here but read from
+//! [`DraftJson`]'s own `Deserialize` ([`json_fields`]).
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use products_core::domain::{FieldError, UnvalidatedProduct, ValidationErrors};
+use serde::{
+    de::{
+        self, value::Error as ProbeError, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess,
+        Visitor,
+    },
+    Deserialize, Deserializer,
+};
 use serde_json::{Map, Value};
 
-use super::DecodeError;
+use super::{DecodeError, DraftJson};
 
 pub(super) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, DecodeError> {
     let value: Value =
@@ -29,17 +40,35 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The product fields every body and payload share.
-    pub(super) fn product_input(&mut self) -> UnvalidatedProduct {
-        UnvalidatedProduct {
-            category_id: self.string("categoryId"),
-            name: self.string("name"),
-            description: self.string("description"),
-            price: self.number("price"),
-            image_url: self.string("imageUrl"),
-            photos: self.strings("photos"),
-            quantity: self.integer("quantity"),
-            rating: self.integer("rating"),
+    /// The product fields every body and payload share: each field of
+    /// [`DraftJson`], in its order, checked for its JSON type (a wrong one is
+    /// an error and counts as absent; so does a wrong item of an array), then
+    /// read into `DraftJson` by serde.
+    pub(super) fn draft(&mut self) -> UnvalidatedProduct {
+        static DRAFT_FIELDS: LazyLock<Vec<(&'static str, JsonType)>> = LazyLock::new(|| {
+            json_fields::<DraftJson>()
+                .expect("DraftJson's fields are strings, numbers, integers or arrays of strings")
+        });
+        let mut checked = Map::new();
+        for &(name, json_type) in DRAFT_FIELDS.iter() {
+            let value = match json_type {
+                JsonType::String => self.string(name).map(Value::from),
+                JsonType::Number => self.number(name).map(Value::from),
+                JsonType::Integer => self.integer(name).map(Value::from),
+                JsonType::Strings => Some(Value::from(self.strings(name))),
+            };
+            if let Some(value) = value {
+                checked.insert(name.to_owned(), value);
+            }
+        }
+        match DraftJson::deserialize(Value::Object(checked)) {
+            Ok(draft) => draft.into(),
+            // Not reached: every value has the type its field takes.
+            Err(err) => {
+                self.errors
+                    .push(FieldError::new("payload", format!("is invalid: {err}")));
+                UnvalidatedProduct::default()
+            }
         }
     }
 
@@ -125,5 +154,198 @@ impl<'a> Fields<'a> {
                 Vec::new()
             }
         }
+    }
+}
+
+/// The JSON type a field takes, as [`Fields`] checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JsonType {
+    String,
+    Number,
+    Integer,
+    /// An array of strings.
+    Strings,
+}
+
+/// The fields of a struct `T` with derived `Deserialize`: their JSON names in
+/// declaration order and the JSON type each takes (an `Option` of it
+/// allowed). Found by running `T`'s deserializer against a probe that answers
+/// every field with a dummy value and notes what it asked for; `None` if a
+/// field takes anything else.
+pub(super) fn json_fields<'de, T: Deserialize<'de>>() -> Option<Vec<(&'static str, JsonType)>> {
+    let mut found = Vec::new();
+    T::deserialize(StructProbe { found: &mut found }).ok()?;
+    Some(found)
+}
+
+struct StructProbe<'p> {
+    found: &'p mut Vec<(&'static str, JsonType)>,
+}
+
+impl<'de> Deserializer<'de> for StructProbe<'_> {
+    type Error = ProbeError;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ProbeError> {
+        visitor.visit_map(FieldsProbe {
+            fields: fields.iter(),
+            current: "",
+            found: self.found,
+        })
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, ProbeError> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+struct FieldsProbe<'p> {
+    fields: std::slice::Iter<'static, &'static str>,
+    current: &'static str,
+    found: &'p mut Vec<(&'static str, JsonType)>,
+}
+
+impl<'de> MapAccess<'de> for FieldsProbe<'_> {
+    type Error = ProbeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, ProbeError> {
+        let Some(&name) = self.fields.next() else {
+            return Ok(None);
+        };
+        self.current = name;
+        seed.deserialize(name.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ProbeError> {
+        let mut asked = None;
+        let value = seed.deserialize(ValueProbe { asked: &mut asked })?;
+        let json_type = asked.ok_or_else(|| de::Error::custom("unsupported field type"))?;
+        self.found.push((self.current, json_type));
+        Ok(value)
+    }
+}
+
+/// Answers one field's deserializer and notes the JSON type it asked for.
+struct ValueProbe<'a> {
+    asked: &'a mut Option<JsonType>,
+}
+
+impl<'de> Deserializer<'de> for ValueProbe<'_> {
+    type Error = ProbeError;
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
+        *self.asked = Some(JsonType::String);
+        visitor.visit_string(String::new())
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
+        *self.asked = Some(JsonType::Number);
+        visitor.visit_f64(0.0)
+    }
+
+    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
+        *self.asked = Some(JsonType::Integer);
+        visitor.visit_i64(0)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ProbeError> {
+        let mut item = None;
+        let value = visitor.visit_seq(OneItem {
+            asked: Some(&mut item),
+        })?;
+        if item != Some(JsonType::String) {
+            return Err(de::Error::custom("only arrays of strings"));
+        }
+        *self.asked = Some(JsonType::Strings);
+        Ok(value)
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, ProbeError> {
+        Err(de::Error::custom("unsupported field type"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i128 u8 u16 u32 u64 u128 f32 char str bytes byte_buf
+        unit unit_struct newtype_struct tuple tuple_struct map struct enum identifier
+        ignored_any
+    }
+}
+
+/// An array of one probed item.
+struct OneItem<'a> {
+    asked: Option<&'a mut Option<JsonType>>,
+}
+
+impl<'de> SeqAccess<'de> for OneItem<'_> {
+    type Error = ProbeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, ProbeError> {
+        match self.asked.take() {
+            Some(asked) => seed.deserialize(ValueProbe { asked }).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the decoder reads, in the order it reports errors.
+    #[test]
+    fn the_draft_fields_come_from_draft_json() {
+        assert_eq!(
+            json_fields::<DraftJson>().unwrap(),
+            [
+                ("categoryId", JsonType::String),
+                ("name", JsonType::String),
+                ("description", JsonType::String),
+                ("price", JsonType::Number),
+                ("imageUrl", JsonType::String),
+                ("photos", JsonType::Strings),
+                ("quantity", JsonType::Integer),
+                ("rating", JsonType::Integer),
+            ]
+        );
+    }
+
+    #[test]
+    fn other_field_types_are_refused() {
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Nested {
+            inner: Vec<Vec<String>>,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct Boolean {
+            flag: bool,
+        }
+        assert!(json_fields::<Nested>().is_none());
+        assert!(json_fields::<Boolean>().is_none());
+        assert!(json_fields::<String>().is_none());
     }
 }

@@ -1,88 +1,45 @@
 //! The Product JSON of the README's "APIs" section (camelCase, as the Go
-//! original).
+//! original): the product's id and timestamps around its [`DraftJson`].
 //!
-//! Encoding is a plain serde struct. Decoding client input goes through
-//! `serde_json::Value` instead, so that a wrong type in one field ("price":
-//! "cheap") is reported next to every other bad field rather than aborting
-//! the whole body at the first serde error.
+//! Encoding is plain serde. Decoding client input goes through
+//! `serde_json::Value` instead (`super::fields`), so that a wrong type in one
+//! field ("price": "cheap") is reported next to every other bad field rather
+//! than aborting the whole body at the first serde error. Cache entries
+//! (Redis, the hot read path) decode with serde, streaming (see
+//! [`ProductJson`]'s `Deserialize`).
 
 use chrono::{DateTime, Utc};
 use products_core::domain::{
-    CategoryId, Description, HttpUrl, Price, Product, ProductDraft, ProductId, ProductName,
-    Quantity, Rating, UnvalidatedProduct, ValidationErrors,
+    Product, ProductDraft, ProductId, UnvalidatedProduct, ValidationErrors,
 };
-use serde::{Deserialize, Serialize};
+use serde::{
+    de::{self, MapAccess},
+    Deserialize, Deserializer, Serialize,
+};
 
-use super::fields::{parse_object, Fields};
+use super::{
+    around::{self, deserialize_around, once},
+    fields::{parse_object, Fields},
+    DraftJson,
+};
 
-/// A product as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A product as clients see it (REST responses, Redis entries, Kafka creates).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductJson {
     #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f6")]
     pub product_id: String,
-    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f7")]
-    pub category_id: String,
-    #[schema(example = "Coffee mug")]
-    pub name: String,
-    #[schema(example = "Stoneware, 350 ml")]
-    pub description: String,
-    #[schema(example = 9.5)]
-    pub price: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_url: Option<String>,
-    #[serde(default)]
-    pub photos: Vec<String>,
-    pub quantity: i64,
-    pub rating: i64,
+    #[serde(flatten)]
+    pub draft: DraftJson,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// The body a client sends to create or update a product, for the OpenAPI
-/// document. Decoding does not go through serde (see the module doc) but
-/// through [`decode_product_input`]; a test holds the two to the same
-/// fields and the same required ones.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProductInput {
-    /// 24-hex ObjectId of the category.
-    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f7")]
-    pub category_id: String,
-    /// 3 to 250 characters.
-    #[schema(example = "Coffee mug", min_length = 3, max_length = 250)]
-    pub name: String,
-    /// 3 to 500 characters.
-    #[schema(example = "Stoneware, 350 ml", min_length = 3, max_length = 500)]
-    pub description: String,
-    /// Greater than 0.
-    #[schema(example = 9.5, exclusive_minimum = 0)]
-    pub price: f64,
-    /// An http(s) URL.
-    #[schema(example = "https://img.example.com/mug.png")]
-    pub image_url: Option<String>,
-    /// http(s) URLs, at most 50.
-    pub photos: Option<Vec<String>>,
-    #[schema(minimum = 0)]
-    pub quantity: i64,
-    /// 0 to 10; defaults to 0.
-    #[schema(minimum = 0, maximum = 10)]
-    pub rating: Option<i64>,
-}
-
 impl From<&Product> for ProductJson {
     fn from(product: &Product) -> Self {
-        let p = &product.draft;
         Self {
             product_id: product.id.to_string(),
-            category_id: p.category_id.to_string(),
-            name: p.name.to_string(),
-            description: p.description.to_string(),
-            price: p.price.value(),
-            image_url: p.image_url.as_ref().map(ToString::to_string),
-            photos: p.photos.iter().map(ToString::to_string).collect(),
-            quantity: p.quantity.value(),
-            rating: p.rating.value(),
+            draft: DraftJson::from(&product.draft),
             created_at: product.created_at,
             updated_at: product.updated_at,
         }
@@ -93,33 +50,52 @@ impl ProductJson {
     /// Rebuilds a domain product, re-checking every field (data read back from
     /// a cache or a message is input like any other).
     pub fn into_product(self) -> Result<Product, ValidationErrors> {
-        fn field<T>(name: &str, parsed: Result<T, String>) -> Result<T, ValidationErrors> {
-            parsed.map_err(|m| ValidationErrors::single(name.to_owned(), m))
-        }
-        let id = field("productId", ProductId::parse(&self.product_id))?;
-        let draft = ProductDraft {
-            category_id: field("categoryId", CategoryId::parse(&self.category_id))?,
-            name: field("name", ProductName::parse(&self.name))?,
-            description: field("description", Description::parse(&self.description))?,
-            price: field("price", Price::parse(self.price))?,
-            image_url: self
-                .image_url
-                .map(|u| field("imageUrl", HttpUrl::parse(&u)))
-                .transpose()?,
-            photos: self
-                .photos
-                .iter()
-                .map(|u| field("photos", HttpUrl::parse(u)))
-                .collect::<Result<_, _>>()?,
-            quantity: field("quantity", Quantity::parse(self.quantity))?,
-            rating: field("rating", Rating::parse(self.rating))?,
-        };
+        let id = ProductId::parse(&self.product_id)
+            .map_err(|m| ValidationErrors::single("productId", m))?;
         Ok(Product {
             id,
-            draft,
+            draft: ProductDraft::parse(UnvalidatedProduct::from(self.draft))?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
+    }
+}
+
+/// As serde's `flatten` would read it, but streaming (see `super::around`).
+impl<'de> Deserialize<'de> for ProductJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (draft, own): (DraftJson, OwnFields) = deserialize_around(deserializer)?;
+        let required = de::Error::missing_field;
+        Ok(ProductJson {
+            product_id: own.product_id.ok_or_else(|| required(PRODUCT_ID))?,
+            draft,
+            created_at: own.created_at.ok_or_else(|| required(CREATED_AT))?,
+            updated_at: own.updated_at.ok_or_else(|| required(UPDATED_AT))?,
+        })
+    }
+}
+
+/// [`ProductJson`]'s fields beyond the draft's (its `Serialize` names them
+/// from the struct; a test holds the two to the same names).
+pub(super) const PRODUCT_ID: &str = "productId";
+pub(super) const CREATED_AT: &str = "createdAt";
+pub(super) const UPDATED_AT: &str = "updatedAt";
+
+#[derive(Default)]
+struct OwnFields {
+    product_id: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl<'de> around::OwnFields<'de> for OwnFields {
+    fn read<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            PRODUCT_ID => once(map, &mut self.product_id, PRODUCT_ID),
+            CREATED_AT => once(map, &mut self.created_at, CREATED_AT),
+            UPDATED_AT => once(map, &mut self.updated_at, UPDATED_AT),
+            _ => Ok(false),
+        }
     }
 }
 
@@ -140,7 +116,7 @@ pub enum DecodeError {
 pub fn decode_product_input(body: &[u8]) -> Result<UnvalidatedProduct, DecodeError> {
     let object = parse_object(body)?;
     let mut fields = Fields::new(&object);
-    let input = fields.product_input();
+    let input = fields.draft();
     fields.finish()?;
     Ok(input)
 }
@@ -177,8 +153,7 @@ mod tests {
     /// require the same ones, so the document cannot drift from the code.
     #[test]
     fn the_body_schema_lists_what_the_decoder_reads() {
-        let schema =
-            serde_json::to_value(<ProductInput as utoipa::PartialSchema>::schema()).unwrap();
+        let schema = serde_json::to_value(<DraftJson as utoipa::PartialSchema>::schema()).unwrap();
         let names = |v: &serde_json::Value| -> Vec<String> {
             let mut names: Vec<String> = match v {
                 serde_json::Value::Object(map) => map.keys().cloned().collect(),
@@ -217,6 +192,48 @@ mod tests {
             error_fields(&serde_json::json!({})),
             names(&schema["required"])
         );
+    }
+
+    const CACHED: &str = r#"{"productId":"65a1f0c2e4b0a1b2c3d4e5f6","categoryId":"65a1f0c2e4b0a1b2c3d4e5f7","name":"Coffee mug","description":"Stoneware, 350 ml","price":9.5,"imageUrl":"https://img.example.com/mug.png","photos":["https://img.example.com/1.png"],"quantity":3,"rating":7,"createdAt":"2026-03-04T05:06:07.123456789Z","updatedAt":"2026-03-05T05:06:07Z"}"#;
+
+    /// The streaming `Deserialize` reads what `Serialize` writes, byte for
+    /// byte, under the same names (PRODUCT_ID, CREATED_AT, UPDATED_AT).
+    #[test]
+    fn product_json_round_trips_byte_for_byte() {
+        let json: ProductJson = serde_json::from_str(CACHED).unwrap();
+        assert_eq!(serde_json::to_string(&json).unwrap(), CACHED);
+        let product = json.clone().into_product().unwrap();
+        assert_eq!(ProductJson::from(&product), json);
+        let without_image = CACHED.replace(r#""imageUrl":"https://img.example.com/mug.png","#, "");
+        let json: ProductJson = serde_json::from_str(&without_image).unwrap();
+        assert_eq!(json.draft.image_url, None);
+        assert_eq!(serde_json::to_string(&json).unwrap(), without_image);
+    }
+
+    /// As the derived `Deserialize` did: unknown fields ignored (escaped
+    /// keys too), a missing or repeated field refused.
+    #[test]
+    fn product_json_decoding_is_strict_about_its_fields() {
+        let decode = |s: &str| serde_json::from_str::<ProductJson>(s);
+        let extra = CACHED.replacen('{', r#"{"extra":[1,{"a":2}],"na\u006de":"Coffee mug","#, 1);
+        assert!(decode(&extra).is_err(), "name given twice");
+        let extra = CACHED.replacen('{', r#"{"extra":[1,{"a":2}],"#, 1);
+        assert_eq!(decode(&extra).unwrap(), decode(CACHED).unwrap());
+        let escaped = CACHED.replacen(r#""productId""#, r#""product\u0049d""#, 1);
+        assert_eq!(decode(&escaped).unwrap(), decode(CACHED).unwrap());
+        for field in [PRODUCT_ID, CREATED_AT, UPDATED_AT, "name"] {
+            let twice = CACHED.replacen('{', &format!(r#"{{"{field}":"x","#), 1);
+            assert!(decode(&twice).is_err(), "{field} twice");
+        }
+        for field in [PRODUCT_ID, CREATED_AT, UPDATED_AT] {
+            let mut object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(CACHED).unwrap();
+            object.remove(field);
+            let missing = serde_json::Value::Object(object).to_string();
+            let err = decode(&missing).unwrap_err().to_string();
+            assert!(err.contains(&format!("missing field `{field}`")), "{err}");
+        }
+        assert!(decode(r#"["not", "an", "object"]"#).is_err());
     }
 
     #[test]

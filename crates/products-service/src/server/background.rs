@@ -20,7 +20,7 @@ use crate::{
         mongo::MongoProductRepository,
     },
     api::grpc::pb::products_service_server::ProductsServiceServer,
-    api::grpc::ProductsGrpc,
+    api::grpc::GrpcProductsApi,
     config::{EventsSettings, KafkaSettings},
     events::RelayTask,
     pipeline::{applier::Applier, consumer::CommandConsumer},
@@ -194,12 +194,12 @@ pub async fn report_grpc_health(reporter: HealthReporter, products: ProductServi
             match status {
                 ServingStatus::Serving => {
                     reporter
-                        .set_serving::<ProductsServiceServer<ProductsGrpc>>()
+                        .set_serving::<ProductsServiceServer<GrpcProductsApi>>()
                         .await
                 }
                 _ => {
                     reporter
-                        .set_not_serving::<ProductsServiceServer<ProductsGrpc>>()
+                        .set_not_serving::<ProductsServiceServer<GrpcProductsApi>>()
                         .await
                 }
             }

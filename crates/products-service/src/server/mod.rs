@@ -34,7 +34,7 @@ use crate::{
     },
     api::{
         auth::Authenticator,
-        grpc::{pb, shed_load, ProductsGrpc},
+        grpc::{pb, shed_load, GrpcProductsApi},
         http::{self, idempotency::Idempotency, AppState, Probe, Readiness},
         rate_limit::RateLimiter,
     },
@@ -286,7 +286,7 @@ impl Application {
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
         let products_grpc = pb::products_service_server::ProductsServiceServer::new(
-            ProductsGrpc::new(products)
+            GrpcProductsApi::new(products)
                 .with_auth(auth)
                 .with_rate_limit(rate_limiter),
         )

@@ -6,7 +6,7 @@ mod products;
 mod shedding;
 mod status;
 
-pub use products::ProductsGrpc;
+pub use products::GrpcProductsApi;
 pub use shedding::shed_load;
 
 /// Code generated from `proto/products.proto`.

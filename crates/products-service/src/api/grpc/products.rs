@@ -17,14 +17,16 @@ use crate::api::{
     rate_limit::RateLimiter,
 };
 
+/// The gRPC front door: our implementation of the generated
+/// `ProductsService` trait, calling the core's `ProductService`.
 #[derive(Clone)]
-pub struct ProductsGrpc {
+pub struct GrpcProductsApi {
     products: ProductService,
     auth: Option<Arc<Authenticator>>,
     rate_limiter: Option<Arc<RateLimiter>>,
 }
 
-impl ProductsGrpc {
+impl GrpcProductsApi {
     pub fn new(products: ProductService) -> Self {
         Self {
             products,
@@ -63,7 +65,7 @@ impl ProductsGrpc {
 }
 
 #[tonic::async_trait]
-impl ProductsService for ProductsGrpc {
+impl ProductsService for GrpcProductsApi {
     async fn create(
         &self,
         request: Request<pb::CreateReq>,

@@ -14,7 +14,7 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::{error, health, products};
-use crate::codec::{ProductInput, ProductJson};
+use crate::codec::{DraftJson, ProductJson};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,7 +33,7 @@ use crate::codec::{ProductInput, ProductJson};
     ),
     components(schemas(
         ProductJson,
-        ProductInput,
+        DraftJson,
         products::SearchResponse,
         products::AcceptedResponse,
         error::ErrorBody,

@@ -13,7 +13,7 @@ use super::{
     extract::{IdParam, ProductBody, QueryParams},
     ApiError, AppState, ErrorBody,
 };
-use crate::codec::{ProductInput, ProductJson};
+use crate::codec::{DraftJson, ProductJson};
 
 /// A write accepted into the command pipeline.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -63,7 +63,7 @@ impl From<&SearchPage> for SearchResponse {
     post, path = "/api/v1/products", tag = "products",
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for `idempotency.ttl_seconds` (24 h by default); a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional.")),
-    request_body(content = ProductInput, content_type = "application/json"),
+    request_body(content = DraftJson, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted into the command pipeline; applied shortly", body = AcceptedResponse,
             headers(
@@ -99,7 +99,7 @@ pub async fn create(
         ("id" = String, Path, description = "24-hex ObjectId of the product"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the first answer to this key is replayed (with `Idempotent-Replayed: true`) to a retry of the same request by the same caller for `idempotency.ttl_seconds` (24 h by default); a different request with the key gets 422, one arriving while the first runs gets 409. A quoted string (`\"…\"`) or a bare token, at most 255 characters. Optional."),
     ),
-    request_body(content = ProductInput, content_type = "application/json"),
+    request_body(content = DraftJson, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted into the command pipeline; applied shortly (an update of a product that never appears is dead-lettered)", body = AcceptedResponse,
             headers(
