@@ -35,6 +35,20 @@ fn update_req(id: &str, name: &str) -> UpdateReq {
     }
 }
 
+/// Creates a product over gRPC (straight to the database); its id.
+async fn grpc_create(
+    grpc: &mut ProductsServiceClient<tonic::transport::Channel>,
+    name: &str,
+) -> String {
+    grpc.create(create_req(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap()
+        .product_id
+}
+
 /// Waits until every product in `expected` has that many distinct events.
 async fn wait_for_histories(
     brokers: &str,
@@ -71,16 +85,7 @@ async fn a_products_life_is_created_updated_deleted_in_order_as_cloudevents() {
         app.delete_product(&id).await.status(),
         StatusCode::NOT_FOUND
     );
-    let grpc_product = app
-        .grpc_client()
-        .await
-        .create(create_req("Event teapot"))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
-    let grpc_id = grpc_product.product_id;
+    let grpc_id = grpc_create(&mut app.grpc_client().await, "Event teapot").await;
 
     let expected = HashMap::from([(id.clone(), 3), (grpc_id.clone(), 1)]);
     let products = wait_for_histories(brokers, topic, &expected, Duration::from_secs(30)).await;
@@ -148,14 +153,7 @@ async fn events_written_during_a_broker_outage_arrive_after_it_in_order() {
 
     let mut before = Vec::new();
     for i in 0..4 {
-        let product = grpc
-            .create(create_req(&format!("Before outage {i}")))
-            .await
-            .unwrap()
-            .into_inner()
-            .product
-            .unwrap();
-        before.push(product.product_id);
+        before.push(grpc_create(&mut grpc, &format!("Before outage {i}")).await);
     }
     let expected: HashMap<String, usize> = before.iter().map(|id| (id.clone(), 1)).collect();
     wait_for_histories(&brokers, &topic, &expected, Duration::from_secs(60)).await;
@@ -165,14 +163,7 @@ async fn events_written_during_a_broker_outage_arrive_after_it_in_order() {
     // broker is away, and their events wait.
     let mut during = Vec::new();
     for i in 0..10 {
-        let product = grpc
-            .create(create_req(&format!("During outage {i}")))
-            .await
-            .unwrap()
-            .into_inner()
-            .product
-            .unwrap();
-        during.push(product.product_id);
+        during.push(grpc_create(&mut grpc, &format!("During outage {i}")).await);
     }
     grpc.update(update_req(&before[0], "Renamed during outage"))
         .await
@@ -228,14 +219,7 @@ async fn events_a_killed_replica_had_not_published_are_published_by_the_next() {
     broker.kill();
     let mut ids = Vec::new();
     for i in 0..20 {
-        let product = grpc
-            .create(create_req(&format!("Unpublished {i}")))
-            .await
-            .unwrap()
-            .into_inner()
-            .product
-            .unwrap();
-        ids.push(product.product_id);
+        ids.push(grpc_create(&mut grpc, &format!("Unpublished {i}")).await);
     }
     replica.kill();
     broker.restart().await;
@@ -460,17 +444,8 @@ async fn events_can_be_turned_off() {
     let mut settings = test_settings();
     settings.events.enabled = false;
     let app = spawn_app_with(settings.clone()).await;
-    let product = app
-        .grpc_client()
-        .await
-        .create(create_req("Silent"))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
-    assert!(!product.product_id.is_empty());
-    let document = crate::common::mongo::stored_document(&settings, &product.product_id)
+    let id = grpc_create(&mut app.grpc_client().await, "Silent").await;
+    let document = crate::common::mongo::stored_document(&settings, &id)
         .await
         .unwrap();
     assert!(!document.contains_key("event"), "{document:?}");
