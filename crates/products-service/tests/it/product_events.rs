@@ -451,3 +451,37 @@ async fn events_can_be_turned_off() {
     assert!(!document.contains_key("event"), "{document:?}");
     app.stop().await.unwrap();
 }
+
+/// Create batches larger than the relay's pending capacity, on several
+/// partitions at once: each batch takes its slots at once (or in parts), so
+/// no two batches each hold some slots and wait for the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_batches_larger_than_the_relays_capacity_do_not_stall() {
+    let mut settings = test_settings();
+    settings.events.relay.max_pending = 8;
+    // A stall would last until this timeout cancels the stuck batch.
+    settings.kafka.consumer.apply_timeout_ms = 120_000;
+    let app = spawn_app_with(settings.clone()).await;
+    let ids: Vec<String> = futures::stream::iter(0..300)
+        .map(|i| {
+            let app = &app;
+            async move {
+                accepted_id(app.post_product(&product_body(&format!("Batch {i}"))).await).await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let expected: HashMap<String, usize> = ids.iter().map(|id| (id.clone(), 1)).collect();
+    let products = wait_for_histories(
+        &settings.kafka.brokers,
+        &settings.events.topic,
+        &expected,
+        Duration::from_secs(60),
+    )
+    .await;
+    for id in &ids {
+        assert_product_history(id, &products[id]);
+    }
+    app.stop().await.unwrap();
+}

@@ -275,15 +275,38 @@ impl ProductRepository for MongoProductRepository {
         if products.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tickets = Vec::with_capacity(products.len());
-        let mut documents = Vec::with_capacity(products.len());
-        for product in products {
-            let ticket = self.ticket(&product.id, EventKind::Created).await;
-            let mut document = to_document(product);
-            document.event = ticket.as_ref().map(|t| EventSlot::of(t.meta()));
-            documents.push(document);
-            tickets.push(ticket);
+        // A batch takes its events' pending slots at once, so it may not
+        // hold more than the relay's capacity: larger ones go in parts.
+        if let Some(relay) = &self.events {
+            if products.len() > relay.capacity() {
+                let mut outcomes = Vec::with_capacity(products.len());
+                for part in products.chunks(relay.capacity()) {
+                    outcomes.extend(self.insert_many(part).await?);
+                }
+                return Ok(outcomes);
+            }
         }
+        let tickets: Vec<Option<Ticket>> = match &self.events {
+            Some(relay) => {
+                let ids: Vec<ProductId> = products.iter().map(|p| p.id.clone()).collect();
+                relay
+                    .reserve_batch(&ids, EventKind::Created)
+                    .await
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            }
+            None => products.iter().map(|_| None).collect(),
+        };
+        let documents: Vec<ProductDocument> = products
+            .iter()
+            .zip(&tickets)
+            .map(|(product, ticket)| {
+                let mut document = to_document(product);
+                document.event = ticket.as_ref().map(|t| EventSlot::of(t.meta()));
+                document
+            })
+            .collect();
         let collection = self.products.clone();
         let products = products.to_vec();
         self.detached(async move {

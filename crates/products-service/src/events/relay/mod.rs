@@ -83,6 +83,7 @@ pub struct EventRelay {
 
 struct Shared {
     id: String,
+    capacity: usize,
     next_seq: AtomicU64,
     permits: Arc<Semaphore>,
     messages: mpsc::UnboundedSender<Message>,
@@ -106,6 +107,7 @@ impl EventRelay {
         let (registered_tx, registered) = watch::channel(false);
         let shared = Arc::new(Shared {
             id: mongodb::bson::oid::ObjectId::new().to_hex(),
+            capacity: settings.relay.max_pending.max(1),
             next_seq: AtomicU64::new(1),
             permits: Arc::new(Semaphore::new(settings.relay.max_pending.max(1))),
             messages,
@@ -128,21 +130,63 @@ impl EventRelay {
         &self.shared.id
     }
 
+    /// Events a batch may reserve at once (`events.relay.max_pending`):
+    /// larger batches must be split by the caller.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// The ticket for one write of `product_id`: waits until the relay is
     /// registered, a pending slot is free, and no earlier event of ours for
     /// this product is still unpublished.
     pub async fn reserve(&self, product_id: &ProductId, kind: EventKind) -> Ticket {
+        self.reserve_batch(std::slice::from_ref(product_id), kind)
+            .await
+            .pop()
+            .expect("one ticket per id")
+    }
+
+    /// Tickets for a batch of writes (at most [`EventRelay::capacity`]).
+    /// The batch's pending slots are taken at once: batches that each took
+    /// some slots and waited for more would wait for each other for ever.
+    pub async fn reserve_batch(&self, product_ids: &[ProductId], kind: EventKind) -> Vec<Ticket> {
         let shared = &self.shared;
         let mut registered = shared.registered.clone();
         // The sender lives as long as the task; if it is gone, writes go on
         // and their events wait for a sweep.
         let _ = registered.wait_for(|done| *done).await;
-        let permit = shared
+        let wanted = u32::try_from(product_ids.len().min(shared.capacity)).unwrap_or(u32::MAX);
+        let mut permits = shared
             .permits
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(wanted)
             .await
             .expect("the permit semaphore is never closed");
+        let mut tickets = Vec::with_capacity(product_ids.len());
+        for product_id in product_ids {
+            let permit = match permits.split(1) {
+                Some(permit) => permit,
+                // More ids than the capacity (a caller that did not split).
+                None => shared
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the permit semaphore is never closed"),
+            };
+            tickets.push(self.ticket(product_id, kind, permit).await);
+        }
+        tickets
+    }
+
+    /// A ticket, once no earlier event of ours for this product is unpublished.
+    async fn ticket(
+        &self,
+        product_id: &ProductId,
+        kind: EventKind,
+        permit: OwnedSemaphorePermit,
+    ) -> Ticket {
+        let shared = &self.shared;
         let seq = loop {
             let settled = shared.settled.notified();
             tokio::pin!(settled);
