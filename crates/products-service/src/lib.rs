@@ -8,6 +8,8 @@
 //! - [`pipeline`]: the Kafka command consumer, delivery too.
 //! - [`events`]: product change events (CloudEvents on Kafka) through an
 //!   outbox embedded in the product documents, and their relay.
+//! - [`search`]: the search index each replica keeps in memory, fed by the
+//!   change events (the index itself is the `products_search` crate).
 //! - [`idempotency`]: the `Idempotency-Key` store port for REST writes.
 //! - [`telemetry`]: logs, traces and metrics.
 //! - [`tls`]: TLS for the listeners and `gen-cert`.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod events;
 pub mod idempotency;
 pub mod pipeline;
+pub mod search;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

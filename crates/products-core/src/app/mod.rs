@@ -17,7 +17,7 @@ pub use commands::{
 pub use error::AppError;
 pub use ports::{
     CacheEntry, Clock, CommandPublisher, IdGenerator, InsertOutcome, NoCache, PortError,
-    ProductCache, ProductRepository, Revision, Stored, SystemClock,
+    ProductCache, ProductRepository, ProductSearch, Revision, Stored, SystemClock,
 };
 pub use service::ProductService;
 

@@ -99,6 +99,17 @@ pub trait ProductRepository: Send + Sync {
     async fn ping(&self) -> Result<(), PortError>;
 }
 
+/// Answers searches from somewhere other than the repository: a search
+/// index kept by the service (`with_search`). The same contract as
+/// [`ProductRepository::search`]: live products whose name or description
+/// contains the text (literal, case insensitive), sorted by name then id.
+#[async_trait]
+pub trait ProductSearch: Send + Sync {
+    /// `None` while it cannot answer yet (an index being built at start):
+    /// the repository answers instead.
+    async fn search(&self, query: &SearchQuery) -> Result<Option<SearchPage>, PortError>;
+}
+
 /// A best-effort read cache in front of the repository. Errors are reported
 /// so they can be logged, but use cases never fail because of the cache.
 ///

@@ -17,8 +17,8 @@ use crate::domain::{
 
 use super::{
     AppError, ApplyOutcome, CacheEntry, Clock, CommandPublisher, DeleteOutcome, IdGenerator,
-    InsertOutcome, LogPosition, ProductCache, ProductCommand, ProductRepository, ProductUpdate,
-    Revision, Stored, UpdateOrder, UpdateOutcome,
+    InsertOutcome, LogPosition, ProductCache, ProductCommand, ProductRepository, ProductSearch,
+    ProductUpdate, Revision, Stored, UpdateOrder, UpdateOutcome,
 };
 
 /// Entry point of every use case; cheap to clone and share across tasks.
@@ -29,6 +29,8 @@ pub struct ProductService {
     publisher: Arc<dyn CommandPublisher>,
     ids: Arc<dyn IdGenerator>,
     clock: Arc<dyn Clock>,
+    /// Where searches go when not to the repository.
+    search: Option<Arc<dyn ProductSearch>>,
 }
 
 impl ProductService {
@@ -45,7 +47,14 @@ impl ProductService {
             publisher,
             ids,
             clock,
+            search: None,
         }
+    }
+
+    /// Searches are answered by `search` instead of the repository.
+    pub fn with_search(mut self, search: Arc<dyn ProductSearch>) -> Self {
+        self.search = Some(search);
+        self
     }
 
     /// Validates, assigns a new id and timestamps, stores.
@@ -254,9 +263,15 @@ impl ProductService {
         }
     }
 
-    /// Case-insensitive literal substring search over name and description.
+    /// Case-insensitive literal substring search over name and description,
+    /// from the search index when there is one and it can answer.
     #[tracing::instrument(name = "usecase.search_products", skip(self), err(level = "info"))]
     pub async fn search(&self, query: SearchQuery) -> Result<SearchPage, AppError> {
+        if let Some(index) = &self.search {
+            if let Some(page) = index.search(&query).await? {
+                return Ok(page);
+            }
+        }
         Ok(self.repository.search(&query).await?)
     }
 

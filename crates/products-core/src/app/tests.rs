@@ -167,6 +167,42 @@ fn search_pages_through_matches() {
     assert!(page.has_more());
 }
 
+/// An index that finds one product, once it is built.
+struct OneHitIndex {
+    built: bool,
+}
+
+#[async_trait::async_trait]
+impl ProductSearch for OneHitIndex {
+    async fn search(&self, query: &SearchQuery) -> Result<Option<SearchPage>, PortError> {
+        Ok(self.built.then(|| SearchPage {
+            total_count: 1,
+            page: query.page,
+            size: query.size,
+            products: vec![],
+        }))
+    }
+}
+
+#[test]
+fn a_search_index_answers_searches_once_built_else_the_repository() {
+    let f = fixture();
+    block_on(f.service.create(raw("Lamp"))).unwrap();
+    let query = SearchQuery::parse(Some("lamp"), None, None).unwrap();
+    let built = f
+        .service
+        .clone()
+        .with_search(std::sync::Arc::new(OneHitIndex { built: true }));
+    let other = SearchQuery::parse(Some("nothing like it"), None, None).unwrap();
+    assert_eq!(block_on(built.search(other)).unwrap().total_count, 1);
+    let building = f
+        .service
+        .clone()
+        .with_search(std::sync::Arc::new(OneHitIndex { built: false }));
+    let page = block_on(building.search(query)).unwrap();
+    assert_eq!(page.products[0].draft.name.as_str(), "Lamp");
+}
+
 #[test]
 fn invalid_id_is_a_validation_error() {
     let f = fixture();

@@ -26,7 +26,13 @@ fn matches_name_or_description_case_insensitively_in_name_then_id_order() {
     assert_eq!(index.search("u", 0, 10).total, 3);
     assert_eq!(index.search("RAM", 0, 10).values, ["3", "2"]);
     assert_eq!(index.search("nothing", 0, 10).total, 0);
-    assert_eq!(index.search("mug", 5, 10), super::Hits { total: 3, values: vec![] });
+    assert_eq!(
+        index.search("mug", 5, 10),
+        super::Hits {
+            total: 3,
+            values: vec![]
+        }
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub kafka: KafkaSettings,
     pub events: EventsSettings,
+    pub search: SearchSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
@@ -344,4 +345,16 @@ pub struct RelaySettings {
     pub checkpoint_interval_ms: u64,
     /// Events stored and not yet acknowledged, at most; writes wait beyond.
     pub max_pending: usize,
+}
+
+/// Search (docs/SEARCH.md): from an in-memory index each replica keeps,
+/// fed by the change events, or from the database.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SearchSettings {
+    /// Answer searches from the index (needs `events.enabled`); false: every
+    /// search scans the database.
+    pub index: bool,
+    /// `/ready` reports the index `degraded` (it still answers) once it has
+    /// not been known complete for this long.
+    pub stale_after_ms: u64,
 }

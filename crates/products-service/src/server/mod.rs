@@ -42,6 +42,7 @@ use crate::{
     events::{EventRelay, RelayStore, RelayTask},
     idempotency::IdempotencyStore,
     pipeline::applier::{Applier, RetryPolicy},
+    search::{IndexFeed, ProductIndex},
     telemetry,
     tls::{self, PemIdentity},
 };
@@ -58,6 +59,7 @@ pub struct Application {
     repository: Arc<MongoProductRepository>,
     publisher: Arc<KafkaCommandPublisher>,
     event_relay: Option<RelayTask>,
+    search_index: Option<Arc<ProductIndex>>,
     readiness: Arc<Readiness>,
     auth: Option<Arc<Authenticator>>,
     rate_limiter: Option<Arc<RateLimiter>>,
@@ -128,13 +130,30 @@ impl Application {
             let kafka = probe_kafka.clone();
             async move { kafka.ping().await }
         }));
-        let products = ProductService::new(
+        let mut products = ProductService::new(
             repository.clone(),
             cache,
             publisher.clone(),
             Arc::new(ObjectIdGenerator),
             Arc::new(SystemClock),
         );
+        let search_index = match (settings.search.index, settings.events.enabled) {
+            (true, true) => Some(Arc::new(ProductIndex::new())),
+            (true, false) => {
+                tracing::warn!("search.index needs events.enabled: searches scan the database");
+                None
+            }
+            (false, _) => None,
+        };
+        if let Some(index) = &search_index {
+            products = products.with_search(index.clone());
+            let index = index.clone();
+            let stale_after = Duration::from_millis(settings.search.stale_after_ms);
+            probes.push(Probe::explained("search_index", move || {
+                let state = index.status().readiness(stale_after);
+                async move { state }
+            }));
+        }
         let consumer = &settings.kafka.consumer;
         let applier = Applier::new(
             products.clone(),
@@ -175,6 +194,7 @@ impl Application {
             repository,
             publisher,
             event_relay,
+            search_index,
             readiness,
             auth,
             rate_limiter,
@@ -210,6 +230,7 @@ impl Application {
             repository,
             publisher,
             event_relay,
+            search_index,
             readiness,
             auth,
             rate_limiter,
@@ -229,6 +250,26 @@ impl Application {
                 Duration::from_secs(settings.shutdown_timeout_secs.max(1)),
             ))
         });
+        // The search index feed blocks in librdkafka's poll: its own thread.
+        let search_stop = CancellationToken::new();
+        let search_feed = match search_index {
+            Some(index) => {
+                let feed = IndexFeed::new(
+                    settings.kafka.clone(),
+                    settings.events.clone(),
+                    index,
+                    repository.clone(),
+                );
+                let (runtime, stop) = (tokio::runtime::Handle::current(), search_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("search-index-feed".to_owned())
+                        .spawn(move || feed.run(runtime, stop))
+                        .context("cannot start the search index feed")?,
+                )
+            }
+            None => None,
+        };
         let mut background = background::Tasks::new(shutdown.clone());
         background.spawn(background::ensure_indexes(repository.clone()));
         background.spawn(background::purge_tombstones(
@@ -354,6 +395,16 @@ impl Application {
                 .is_err()
             {
                 tracing::warn!("event relay did not stop in time");
+            }
+        }
+        search_stop.cancel();
+        if let Some(feed) = search_feed {
+            // It notices within one poll (100 ms) or one broker question (1 s).
+            if !matches!(
+                tokio::task::spawn_blocking(move || feed.join()).await,
+                Ok(Ok(()))
+            ) {
+                tracing::warn!("search index feed did not stop cleanly");
             }
         }
         publisher.flush(Duration::from_secs(5));

@@ -92,6 +92,31 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Polls the search `query` (URL-encoded) until it finds `total`
+    /// products (searches answer from the index, which follows the stored
+    /// changes within the freshness bound); the last page.
+    pub async fn wait_for_search(&self, query: &str, total: u64) -> Value {
+        let mut last = Value::Null;
+        let started = Instant::now();
+        while started.elapsed() < SEARCH_FRESHNESS_DEADLINE {
+            let response = self.search_products(query).await;
+            assert_eq!(response.status(), StatusCode::OK, "search {query}");
+            last = response.json().await.unwrap();
+            if last["totalCount"] == total {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("search {query}: not {total} results within {SEARCH_FRESHNESS_DEADLINE:?}: {last}");
+    }
+}
+
+/// How long a test waits for a change to be searchable. The contract is 1 s
+/// (p99 at 1,000 writes/s, measured by `make bench`); tests run many apps at
+/// once on a small machine, so they allow more.
+pub const SEARCH_FRESHNESS_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The id in a 202's `{productId}` body.
 pub async fn accepted_id(response: Response) -> String {
     assert_eq!(response.status(), StatusCode::ACCEPTED);

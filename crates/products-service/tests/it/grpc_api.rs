@@ -65,6 +65,7 @@ async fn create_get_update_search_delete() {
     assert_eq!(updated.created_at, created.created_at);
 
     grpc.create(create_req("Another teapot")).await.unwrap();
+    app.wait_for_search("search=teapot", 2).await;
     let found = grpc
         .search(SearchReq {
             search: "TEAPOT".to_owned(),

@@ -46,6 +46,7 @@ async fn grpc_message_size_is_limited_both_ways_and_page_size_is_capped() {
             .collect();
         grpc.create(req).await.unwrap();
     }
+    app.wait_for_search(&format!("search={tag}"), 8).await;
     let search = |size| SearchReq {
         search: tag.clone(),
         page: 1,

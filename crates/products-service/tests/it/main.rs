@@ -33,6 +33,7 @@ mod rebalance;
 mod resilience;
 mod rest_api;
 mod scale_out;
+mod search_index;
 mod stack_smoke;
 mod swagger_browser;
 mod tls;

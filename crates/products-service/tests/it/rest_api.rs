@@ -189,6 +189,7 @@ async fn search_pages_through_matches_with_edges() {
         create_product(&app, &product_body(&format!("Lamp number {i}"))).await;
     }
     create_product(&app, &product_body("Chair")).await;
+    app.wait_for_search("", 6).await;
 
     let (status, page1) = search(&app, "search=LAMP&page=1&size=2").await;
     assert_eq!(status, StatusCode::OK);
@@ -251,6 +252,7 @@ async fn search_text_is_literal_never_a_regex() {
     ] {
         create_product(&app, &product_body(name)).await;
     }
+    app.wait_for_search("", 4).await;
     for (needle, expected) in [
         (".*", "price .* tag"),
         ("(a+)+$", "group (a+)+$ tag"),
@@ -422,6 +424,7 @@ async fn responses_are_compressed_when_asked() {
     for i in 0..20 {
         create_product(&app, &product_body(&format!("Compressible {i}"))).await;
     }
+    app.wait_for_search("", 20).await;
     let response = app
         .client
         .get(app.url("/api/v1/products/search?size=20"))

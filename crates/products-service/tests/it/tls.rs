@@ -133,6 +133,7 @@ async fn rest_and_grpc_work_over_tls_for_a_client_trusting_the_ca() {
         .product
         .unwrap();
     assert_eq!(rest_made.name, "Tls teapot");
+    app.wait_for_search("search=tls%20kettle", 1).await;
     let searched = grpc
         .search(SearchReq {
             search: "tls kettle".to_owned(),

@@ -118,6 +118,35 @@ impl MongoProductRepository {
         })
     }
 
+    /// Calls `visit` with every live product and its revision, read in
+    /// batches: how the search index starts when there are no events to
+    /// rebuild it from. A document that does not decode is logged and
+    /// skipped. Returns how many were visited.
+    #[tracing::instrument(name = "mongo.scan_live", skip_all, fields(db.system = "mongodb", db.operation = "find"), err)]
+    pub async fn scan_live(
+        &self,
+        mut visit: impl FnMut(Product, u64) + Send,
+    ) -> Result<u64, PortError> {
+        let mut cursor = self
+            .products
+            .find(doc! { DELETED_AT: { "$exists": false } })
+            .batch_size(1000)
+            .await
+            .map_err(port_error)?;
+        let mut visited = 0;
+        while let Some(document) = cursor.try_next().await.map_err(port_error)? {
+            let rev = u64::try_from(document.rev).unwrap_or_default();
+            match from_document(document) {
+                Ok(product) => {
+                    visit(product, rev);
+                    visited += 1;
+                }
+                Err(err) => tracing::warn!(error = %err, "stored product skipped"),
+            }
+        }
+        Ok(visited)
+    }
+
     /// The service's database (other collections share the client's pool).
     pub fn database(&self) -> &Database {
         &self.database
