@@ -7,11 +7,12 @@
 //! | variable | default |
 //! |---|---|
 //! | `BENCH_N` | 100000 (create commands for the ingest run) |
-//! | `BENCH_SECTIONS` | `ingest,scale,freshness,events,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `scale` needs `ingest`; `freshness`, `events`, `memory`, `grpc`, `tracing` each run alone too) |
+//! | `BENCH_SECTIONS` | `ingest,scale,freshness,events,search,reads,memory,grpc,tracing` (`ingest` alone skips the REST/gRPC runs; `scale` and `search` need `ingest`; `freshness`, `events`, `memory`, `grpc`, `tracing` each run alone too) |
 //! | `BENCH_EVENTS_N` / `BENCH_EVENTS_REPEAT` | 20000 / 3 (section `events`: creates per ingest run, runs with events off and on each) |
 //! | `BENCH_EVENTS_RATE` / `BENCH_EVENTS_SECS` / `BENCH_EVENTS_WAIT_SECS` | 500 / 10 / 60 (section `events`: steady PUTs/s, seconds counted, longest wait for the events) |
 //! | `BENCH_SCALE_SMALL` / `BENCH_UPDATE_N` | 10000 / 10000 (section `scale`: the small catalog, updates per catalog) |
 //! | `BENCH_FRESHNESS_RATE` / `BENCH_FRESHNESS_SECS` / `BENCH_FRESHNESS_POLL_MS` | 1000 / 10 / 5 (section `freshness`) |
+//! | `BENCH_SEARCH_WRITE_RATE` / `BENCH_SEARCH_WRITE_SECS` | 1000 / 10 (section `search`: gRPC creates/s and seconds for searchable-after-write) |
 //! | `BENCH_GHZ_BIN` | the pinned ghz in the stack cache (`scripts/ensure-tool.sh ghz`) |
 //! | `BENCH_OTLP_ENDPOINT` / `BENCH_JAEGER_QUERY` | `http://127.0.0.1:4317` / `http://127.0.0.1:16686` (section `tracing`) |
 //! | `BENCH_RUST_LOG` | `warn` (the services' `RUST_LOG`) |
@@ -38,6 +39,7 @@ mod profile;
 mod reads;
 mod report;
 mod scale;
+mod search;
 mod service;
 mod tracing_cost;
 
@@ -77,7 +79,7 @@ pub struct Opts {
     pub read_docs: usize,
     pub write_duration: Duration,
     /// Which parts run (`BENCH_SECTIONS`, default
-    /// `ingest,scale,freshness,events,reads,memory,grpc,tracing`).
+    /// `ingest,scale,freshness,events,search,reads,memory,grpc,tracing`).
     pub sections: Vec<String>,
 }
 
@@ -120,7 +122,7 @@ impl Opts {
             write_duration: Duration::from_secs(env_num("BENCH_WRITE_SECS", 5)?),
             sections: env_or(
                 "BENCH_SECTIONS",
-                "ingest,scale,freshness,events,reads,memory,grpc,tracing",
+                "ingest,scale,freshness,events,search,reads,memory,grpc,tracing",
             )
             .split(',')
             .map(|s| s.trim().to_owned())
@@ -230,6 +232,9 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     if wants("scale") && !wants("ingest") {
         bail!("section scale measures the ingested catalog: BENCH_SECTIONS=ingest,scale");
     }
+    if wants("search") && !wants("ingest") {
+        bail!("section search searches the ingested catalog: BENCH_SECTIONS=ingest,search");
+    }
     let memory = if wants("memory") {
         Some(memory::memory_bound(opts, names).await?)
     } else {
@@ -297,6 +302,13 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
         None
     };
 
+    // Search from the index on the ingested catalog.
+    let search = if wants("search") {
+        Some(search::run(opts, names, &ingest.ids).await?)
+    } else {
+        None
+    };
+
     // 2-4. REST and gRPC reads and writes (skipped with BENCH_SECTIONS=ingest).
     let (rest, grpc, writes, idle_rss) = if opts.sections.iter().any(|s| s == "reads") {
         let reads = reads::reads(opts, names, mongo).await?;
@@ -359,7 +371,33 @@ async fn benchmarks(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Resu
     merge_extras(&mut out, &extras);
     merge_catalog(&mut out, Some(&ingest), scale, freshness, idle_rss);
     merge_events(&mut out, events);
+    merge_search(&mut out, search);
     Ok(out)
+}
+
+/// The top-level figures and targets of section `search`; its errors are added.
+fn merge_search(out: &mut Value, search: Option<Value>) {
+    let Some(x) = search else {
+        out["search"] = Value::Null;
+        return;
+    };
+    for key in [
+        "search_ratio",
+        "search_p50_ms_100k",
+        "search_p99_ms_100k",
+        "search_rebuild_secs",
+        "searchable_p99_ms",
+    ] {
+        out[key] = x[key].clone();
+    }
+    let targets = &mut out["targets"];
+    targets["search_ratio_min"] = json!(search::RATIO_MIN);
+    targets["search_p50_ms_100k_max"] = json!(search::P50_MAX_MS);
+    targets["search_p99_ms_100k_max"] = json!(search::P99_MAX_MS);
+    targets["search_rebuild_secs_max"] = json!(search::REBUILD_MAX_SECS);
+    targets["searchable_p99_ms_max"] = json!(search::SEARCHABLE_P99_MAX_MS);
+    out["errors"] = json!(out["errors"].as_u64().unwrap_or(0) + x["errors"].as_u64().unwrap_or(0));
+    out["search"] = x;
 }
 
 /// The top-level figures and target of section `events`; its errors are added.

@@ -201,6 +201,7 @@ pub fn markdown(r: &Value) -> String {
     crate::scale::key_rows(&mut s, r);
     crate::freshness::key_rows(&mut s, r);
     crate::events::key_rows(&mut s, r);
+    crate::search::key_rows(&mut s, r);
     let _ = writeln!(s);
 
     let i = &r["ingest"];
@@ -257,6 +258,7 @@ pub fn markdown(r: &Value) -> String {
     crate::scale::tables(&mut s, r);
     crate::freshness::tables(&mut s, r);
     crate::events::tables(&mut s, r);
+    crate::search::tables(&mut s, r);
 
     let _ = writeln!(s, "\n**REST reads** (wrk)\n");
     let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");

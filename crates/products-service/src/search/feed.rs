@@ -168,36 +168,42 @@ impl IndexFeed {
 
     /// Creates the topic if needed, fills the index from the database if
     /// the topic is empty, and assigns every partition from its start.
-    /// `None` if stopped first.
+    /// `None` if stopped first, or if the service's runtime has shut down.
     fn start(&self, runtime: &tokio::runtime::Handle, stop: &CancellationToken) -> Option<Started> {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.try_start(runtime, stop) {
-                Ok(started) => return Some(started),
+                Ok(started) => return started,
                 Err(err) => {
                     tracing::warn!(error = %format!("{err:#}"), ?delay, "starting the search index feed failed; retrying");
                     self.index.status().asked(None);
                 }
             }
-            let stopped = runtime.block_on(async {
-                tokio::select! {
-                    () = stop.cancelled() => true,
-                    () = tokio::time::sleep(delay) => false,
+            let retry_at = Instant::now() + delay;
+            while Instant::now() < retry_at {
+                if stop.is_cancelled() {
+                    return None;
                 }
-            });
-            if stopped {
-                return None;
+                std::thread::sleep(POLL);
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 
+    /// One attempt at [`Self::start`]; `Ok(None)`: stopped, or the runtime
+    /// is gone.
     fn try_start(
         &self,
         runtime: &tokio::runtime::Handle,
         stop: &CancellationToken,
-    ) -> anyhow::Result<Started> {
-        runtime.block_on(ensure_events_topic(&self.kafka, &self.events))?;
+    ) -> anyhow::Result<Option<Started>> {
+        let (kafka, events) = (self.kafka.clone(), self.events.clone());
+        let Some(created) = on_runtime(runtime, async move {
+            ensure_events_topic(&kafka, &events).await
+        }) else {
+            return Ok(None);
+        };
+        created?;
         let mut config = crate::adapters::kafka::client_config(&self.kafka);
         // Never committed nor joined: the feed assigns itself every
         // partition (librdkafka wants a group id all the same).
@@ -240,32 +246,35 @@ impl IndexFeed {
         // Filled again after a failed attempt: the same revisions change nothing.
         if partitions.iter().all(|(_, low, high)| low == high) {
             let started = Instant::now();
-            let index = self.index.clone();
-            let loaded = runtime.block_on(async {
+            let (index, repository) = (self.index.clone(), self.repository.clone());
+            let stop = stop.clone();
+            let scan = async move {
+                let scan = repository.scan_live(|product, rev| {
+                    index.upsert(product, rev);
+                });
                 tokio::select! {
-                    loaded = self.repository.scan_live(|product, rev| {
-                        index.upsert(product, rev);
-                    }) => loaded.map(Some),
-                    () = stop.cancelled() => Ok(None),
+                    loaded = scan => Some(loaded),
+                    () = stop.cancelled() => None,
                 }
-            })?;
-            if let Some(loaded) = loaded {
-                tracing::info!(loaded, took = ?started.elapsed(), "the events topic is empty: search index filled from the database");
-            }
+            };
+            let Some(Some(loaded)) = on_runtime(runtime, scan) else {
+                return Ok(None);
+            };
+            tracing::info!(loaded = loaded?, took = ?started.elapsed(), "the events topic is empty: search index filled from the database");
         }
         let mut assignment = TopicPartitionList::new();
         for (partition, _, _) in &partitions {
             assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
-        Ok((
+        Ok(Some((
             consumer,
             asker,
             partitions
                 .into_iter()
                 .map(|(partition, low, _)| (partition, low))
                 .collect(),
-        ))
+        )))
     }
 
     /// Where each partition ends now (one request per broker); `None` if
@@ -329,6 +338,20 @@ impl IndexFeed {
         };
         metrics::counter!("search_index_events_total", "outcome" => outcome).increment(1);
     }
+}
+
+/// Runs `future` on the service's runtime and waits for its output from
+/// this thread; `None` if the runtime shut down first (the task is dropped
+/// then, never polled without its runtime).
+fn on_runtime<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = sender.send(future.await);
+    });
+    receiver.recv().ok()
 }
 
 /// A change event as the index needs it.

@@ -77,6 +77,11 @@ async fn every_dashboard_query_returns_data_after_traffic() {
     std::fs::rename(&partial, &file).unwrap();
     let _registration = Registration(file);
 
+    // Searches and changes from now on go through the rebuilt search index.
+    eventually(Duration::from_secs(30), || async {
+        app.get_json("/ready").await["checks"]["search_index"] == "up"
+    })
+    .await;
     // REST: writes through Kafka, reads (cache miss then hit), search, errors.
     let product = create_product(&app, &product_body("Dashboard lamp")).await;
     let id = product["productId"].as_str().unwrap().to_owned();
@@ -128,6 +133,7 @@ async fn every_dashboard_query_returns_data_after_traffic() {
         metrics.contains("kafka_dead_letter_messages_total")
             && metrics.contains("kafka_message_retries_total")
             && metrics.contains("kafka_consumer_lag")
+            && metrics.contains("search_index_freshness_seconds")
     })
     .await;
 

@@ -2,7 +2,10 @@
 //! validation error, pagination edges, literal search, cache behaviour and
 //! malformed input.
 
+use std::time::Duration;
+
 use crate::common::{
+    eventually,
     products::{cause_fields, create_product, product_body, update_product, wait_for_product},
     spawn_app, spawn_app_with, test_settings, TestApp, REDIS_URL,
 };
@@ -410,9 +413,16 @@ async fn malformed_requests_get_clear_4xx_answers() {
 #[tokio::test]
 async fn ready_reports_each_dependency() {
     let app = spawn_app().await;
+    // Not ready until the search index has read the events topic.
+    eventually(Duration::from_secs(30), || async {
+        let response = app.client.get(app.url("/ready")).send().await.unwrap();
+        response.status() == StatusCode::OK
+    })
+    .await;
     let response = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
+    assert_eq!(body["checks"]["search_index"], "up");
     assert_eq!(body["checks"]["mongodb"], "up");
     assert_eq!(body["checks"]["redis"], "up");
     assert_eq!(body["checks"]["kafka"], "up");

@@ -152,11 +152,14 @@ pub async fn get_by_id(
     Ok(Json(ProductJson::from(&product)))
 }
 
+/// Live products whose name or description contains the text (literal, case
+/// insensitive), sorted by name then id. Answered from the replica's search
+/// index: a stored change is searchable within 1 s (docs/SEARCH.md).
 #[utoipa::path(
     get, path = "/api/v1/products/search", tag = "products",
     security((), ("bearer" = [])),
     params(
-        ("search" = Option<String>, Query, description = "Literal text, matched case-insensitively in name or description"),
+        ("search" = Option<String>, Query, description = "Literal text (at most 250 characters), matched case-insensitively (Unicode simple case folding) in name or description; empty matches all"),
         ("page" = Option<i64>, Query, description = "Page number from 1 (0 means 1)", minimum = 0),
         ("size" = Option<i64>, Query, description = "Page size, default 10, capped at 100", minimum = 0),
     ),
