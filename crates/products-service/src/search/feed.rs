@@ -34,8 +34,10 @@ use crate::{
 };
 
 /// How often the feed asks where the partitions end (when the last answer
-/// has been passed).
-const ASK_EVERY: Duration = Duration::from_millis(200);
+/// has been passed): the sync age runs up to about this much when all is
+/// well, far under `search.stale_after_ms`; every replica asks, so not more
+/// often than needed.
+const ASK_EVERY: Duration = Duration::from_secs(1);
 /// A broker that does not answer this fast counts as unreachable.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(100);

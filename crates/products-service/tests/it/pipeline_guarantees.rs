@@ -22,7 +22,7 @@ use crate::common::{
     processes::PrivateFerretDb,
     products::{
         create_product, kafka_create_payload, kafka_update_payload, product_body, wait_for_product,
-        CATEGORY,
+        CATEGORY, SEARCH_FRESHNESS_DEADLINE,
     },
     spawn_app_with, test_settings, KAFKA,
 };
@@ -182,16 +182,29 @@ async fn a_deleted_product_stays_deleted_whatever_is_redelivered() {
     for id in [&id, &early] {
         assert_eq!(app.get_product(id).await.status(), 404, "{id} came back");
     }
-    let search = app
-        .get_json("/api/v1/products/search?search=lamp&size=100")
-        .await;
-    let names: Vec<&str> = search["products"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
-    assert_eq!(names, ["Marker lamp updated"], "{search}");
+    // Search follows the stored changes within its freshness bound: wait
+    // for the marker's update, then nothing deleted may be found with it.
+    let names = |search: &Value| -> Vec<String> {
+        search["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let started = Instant::now();
+    let search = loop {
+        let search = app
+            .get_json("/api/v1/products/search?search=lamp&size=100")
+            .await;
+        if names(&search).contains(&"Marker lamp updated".to_owned())
+            || started.elapsed() > SEARCH_FRESHNESS_DEADLINE
+        {
+            break search;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(names(&search), ["Marker lamp updated"], "{search}");
     assert_eq!(search["totalCount"], 1);
     assert!(read_all_async(KAFKA, &topics.dead_letter).await.is_empty());
 }

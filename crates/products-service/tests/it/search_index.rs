@@ -355,7 +355,7 @@ async fn search_answers_through_a_broker_outage_and_ready_says_it_is_stale() {
     let mut broker = PrivateKafka::start().await;
     let mut settings = test_settings();
     settings.kafka.brokers = broker.brokers();
-    settings.search.stale_after_ms = 500;
+    settings.search.stale_after_ms = 3000;
     let app = spawn_app_with(settings).await;
     let mut grpc = app.grpc_client().await;
     let tag = unique("outage").replace('_', "");
