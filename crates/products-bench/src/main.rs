@@ -23,7 +23,8 @@
 //! | `BENCH_OUT_JSON` / `BENCH_OUT_MD` | `bench/results/<date>.json` / `.md` |
 //!
 //! Every service started runs with events on (the service's default) and
-//! publishes to the run's own events topic (`Names::topic_events`).
+//! publishes to the run's own events topic (`Names::topic_events` for the
+//! ingested catalog, one per other database: `service::events_topic`).
 //! | `KAFKA_BROKERS`, `MONGO_URI`, `REDIS_URL` | the local stack's addresses |
 
 mod catalog;
@@ -485,7 +486,14 @@ async fn cleanup(opts: &Opts, names: &Names, mongo: &mongodb::Client) -> Result<
             .await?;
     }
     delete_topics_and_groups(opts, names, &[&names.group, &names.raw_group]).await?;
-    delete_topics(opts, &[&names.topic_events]).await?;
+    let mut events_topics = vec![names.topic_events.clone()];
+    if let Ok(used) = service::EVENT_TOPICS.lock() {
+        events_topics.extend(used.iter().cloned());
+    }
+    events_topics.sort();
+    events_topics.dedup();
+    let events_topics: Vec<&str> = events_topics.iter().map(String::as_str).collect();
+    delete_topics(opts, &events_topics).await?;
     let client = redis::Client::open(opts.redis_url.as_str())?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -31,6 +31,24 @@ fn free_addr() -> Result<String> {
     Ok(l.local_addr()?.to_string())
 }
 
+/// The events topic of the run's services on `database`: the run's topic
+/// for the ingested catalog, one of its own for any other database.
+pub fn events_topic(names: &Names, database: &str) -> String {
+    let topic = if database == names.database {
+        names.topic_events.clone()
+    } else {
+        format!("{}-{database}", names.topic_events)
+    };
+    if let Ok(mut used) = EVENT_TOPICS.lock() {
+        used.insert(topic.clone());
+    }
+    topic
+}
+
+/// Every events topic a service of this run was given (deleted at the end).
+pub static EVENT_TOPICS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 impl Service {
     /// Starts the binary and returns at once (the ingest run times from here).
     pub fn start_no_wait(opts: &Opts, names: &Names, so: ServiceOpts<'_>) -> Result<Self> {
@@ -59,8 +77,10 @@ impl Service {
             .env("KAFKA_TOPIC_CREATE", &names.topic_create)
             .env("KAFKA_TOPIC_UPDATE", &names.topic_update)
             .env("KAFKA_TOPIC_DEAD_LETTER", &names.topic_dlq)
-            // Events are on by default: never into the shared `product-events`.
-            .env("APP__EVENTS__TOPIC", &names.topic_events)
+            // Events are on by default: never into the shared `product-events`,
+            // and one topic per database, since each service's search index is
+            // rebuilt from its topic.
+            .env("APP__EVENTS__TOPIC", events_topic(names, so.database))
             .env("REDIS_URL", &opts.redis_url)
             .env("REDIS_ENABLED", so.redis.to_string())
             .env("APP__REDIS__KEY_PREFIX", &names.redis_prefix)
