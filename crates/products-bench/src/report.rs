@@ -394,7 +394,7 @@ fn memory_rows(s: &mut String, m: &Value) {
 
 /// One table row per load run (REST reads and gRPC share the columns); REST
 /// commands are shell commands and shown as code.
-fn load_rows(s: &mut String, runs: &Value, command_as_code: bool) {
+pub fn load_rows(s: &mut String, runs: &Value, command_as_code: bool) {
     for x in runs.as_array().into_iter().flatten() {
         let command = x["command"].as_str().unwrap_or("");
         let command = if command_as_code {

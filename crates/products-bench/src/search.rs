@@ -404,21 +404,8 @@ pub fn tables(s: &mut String, r: &Value) {
         num(&x["search_rebuild_secs"]),
         num(&x["search_rebuild_from_database_secs"]),
     );
-    let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | command |\n|---|---|---|---|---|---|---|---|");
-    for run in x["runs"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | `{}` |",
-            run["name"].as_str().unwrap_or(""),
-            num(&run["concurrency"]),
-            num(&run["rps"]),
-            num(&run["p50_ms"]),
-            num(&run["p99_ms"]),
-            num(&run["p999_ms"]),
-            num(&run["errors"]),
-            run["command"].as_str().unwrap_or(""),
-        );
-    }
+    let _ = writeln!(s, "| run | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS (MiB) | command |\n|---|---|---|---|---|---|---|---|---|");
+    crate::report::load_rows(s, &x["runs"], true);
     let w = &x["searchable"];
     let _ = writeln!(
         s,

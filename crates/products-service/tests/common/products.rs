@@ -112,6 +112,17 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Waits until `/ready` reports the search index up: rebuilt, so
+    /// searches and changes from now on go through it.
+    pub async fn wait_search_index_ready(&self) {
+        super::eventually(Duration::from_secs(60), || async {
+            self.get_json("/ready").await["checks"]["search_index"] == "up"
+        })
+        .await;
+    }
+}
+
 /// How long a test waits for a change to be searchable. The contract is 1 s
 /// (p99 at 1,000 writes/s, measured by `make bench`); tests run many apps at
 /// once on a small machine, so they allow more.

@@ -78,10 +78,7 @@ async fn every_dashboard_query_returns_data_after_traffic() {
     let _registration = Registration(file);
 
     // Searches and changes from now on go through the rebuilt search index.
-    eventually(Duration::from_secs(30), || async {
-        app.get_json("/ready").await["checks"]["search_index"] == "up"
-    })
-    .await;
+    app.wait_search_index_ready().await;
     // REST: writes through Kafka, reads (cache miss then hit), search, errors.
     let product = create_product(&app, &product_body("Dashboard lamp")).await;
     let id = product["productId"].as_str().unwrap().to_owned();

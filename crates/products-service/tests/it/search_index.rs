@@ -106,10 +106,7 @@ async fn a_product_shows_up_changes_and_disappears_within_the_freshness_bound() 
     let mut grpc = app.grpc_client().await;
     let tag = unique("fresh").replace('_', "");
     // Ready means rebuilt: from then on the index answers.
-    eventually(Duration::from_secs(30), || async {
-        app.get_json("/ready").await["checks"]["search_index"] == "up"
-    })
-    .await;
+    app.wait_search_index_ready().await;
 
     let id = create(&mut grpc, product(&format!("Kettle {tag}"), "Steel")).await;
     let appeared = time_until(http, &app.http, &tag, |(total, ids)| {
@@ -340,10 +337,7 @@ async fn an_empty_events_topic_fills_the_index_from_the_database() {
 
     let app = spawn_app_with(settings).await;
     app.wait_for_search(&format!("search={tag}"), 5).await;
-    eventually(Duration::from_secs(30), || async {
-        app.get_json("/ready").await["checks"]["search_index"] == "up"
-    })
-    .await;
+    app.wait_search_index_ready().await;
     let mut grpc = app.grpc_client().await;
     create(&mut grpc, product(&format!("{tag} new"), "after")).await;
     app.wait_for_search(&format!("search={tag}"), 6).await;
@@ -359,10 +353,7 @@ async fn search_answers_through_a_broker_outage_and_ready_says_it_is_stale() {
     let app = spawn_app_with(settings).await;
     let mut grpc = app.grpc_client().await;
     let tag = unique("outage").replace('_', "");
-    eventually(Duration::from_secs(60), || async {
-        app.get_json("/ready").await["checks"]["search_index"] == "up"
-    })
-    .await;
+    app.wait_search_index_ready().await;
     create(&mut grpc, product(&format!("{tag} before"), "outage test")).await;
     app.wait_for_search(&format!("search={tag}"), 1).await;
 
