@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use mongodb::bson::oid::ObjectId;
 use products_service::api::grpc::pb::{
     products_service_client::ProductsServiceClient, CreateReq, DeleteReq, UpdateReq,
 };
@@ -19,8 +20,13 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::common::{
-    eventually, grpc::create_req, processes::PrivateKafka, products::CATEGORY, replica::Replica,
-    spawn_app_with, test_settings, unique,
+    eventually,
+    grpc::create_req,
+    kafka::{produce, producer},
+    processes::PrivateKafka,
+    products::CATEGORY,
+    replica::Replica,
+    spawn_app_with, test_settings, unique, KAFKA,
 };
 
 /// The contract: a stored change is searchable within 1 s.
@@ -379,5 +385,58 @@ async fn search_answers_through_a_broker_outage_and_ready_says_it_is_stale() {
         ready["checks"]["search_index"] == "up" && ready["details"].get("search_index").is_none()
     })
     .await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_events_are_skipped_and_the_index_keeps_following() {
+    let settings = test_settings();
+    let app = spawn_app_with(settings.clone()).await;
+    app.wait_search_index_ready().await;
+    let invalid = || async {
+        let text = app.metrics_text().await;
+        text.lines()
+            .filter(|l| l.starts_with("search_index_events_total{outcome=\"invalid\"}"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = invalid().await;
+    // Three records no relay writes: data that is no product, no revision,
+    // a revision that is no number (a record without a key the compacted
+    // topic refuses itself). The feed logs, counts and skips each.
+    let kafka = producer(KAFKA);
+    let topic = &settings.events.topic;
+    let id = ObjectId::new().to_hex();
+    produce(
+        &kafka,
+        topic,
+        Some(&id),
+        b"not json",
+        &[("ce_productrev", "1")],
+    )
+    .await;
+    produce(&kafka, topic, Some(&id), br#"{"productId":"x"}"#, &[]).await;
+    produce(
+        &kafka,
+        topic,
+        Some(&id),
+        b"null",
+        &[("ce_productrev", "one")],
+    )
+    .await;
+
+    let tag = unique("poison").replace('_', "");
+    let mut grpc = app.grpc_client().await;
+    create(
+        &mut grpc,
+        product(&format!("{tag} after"), "after the poison"),
+    )
+    .await;
+    app.wait_for_search(&format!("search={tag}"), 1).await;
+    eventually(Duration::from_secs(10), || async {
+        invalid().await >= before + 3.0
+    })
+    .await;
+    app.wait_search_index_ready().await;
     app.stop().await.unwrap();
 }
