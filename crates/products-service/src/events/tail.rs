@@ -42,22 +42,11 @@ pub fn tail(
         .create()
         .context("cannot create a Kafka consumer")?;
     let topic = &events.topic;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read the metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist (yet)");
     let mut assignment = TopicPartitionList::new();
     let mut ends: HashMap<i32, i64> = HashMap::new();
-    for &partition in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .with_context(|| format!("cannot read the offsets of {topic}/{partition}"))?;
+    for (partition, low, high) in
+        crate::adapters::kafka::partition_offsets(&consumer, topic, Duration::from_secs(10))?
+    {
         let start = if options.from_beginning { low } else { high };
         assignment.add_partition_offset(topic, partition, Offset::Offset(start))?;
         if high > start {

@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::ProductIndex;
 use crate::{
-    adapters::{kafka::topics::ensure_events_topic, mongo::MongoProductRepository},
+    adapters::{
+        kafka::{partition_offsets, topics::ensure_events_topic},
+        mongo::MongoProductRepository,
+    },
     codec::ProductJson,
     config::{EventsSettings, KafkaSettings},
     events::record::PRODUCT_REV,
@@ -226,25 +229,7 @@ impl IndexFeed {
             .create()
             .context("cannot create the search index's Kafka consumer")?;
         let topic = &self.events.topic;
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot read the metadata of {topic}"))?;
-        let mut partitions = Vec::new();
-        for partition in metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions())
-        {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
-                .with_context(|| format!("cannot read the offsets of {topic}"))?;
-            partitions.push((partition.id(), low, high));
-        }
-        anyhow::ensure!(
-            !partitions.is_empty(),
-            "topic {topic} has no partitions yet"
-        );
+        let partitions = partition_offsets(&consumer, topic, Duration::from_secs(10))?;
         // Filled again after a failed attempt: the same revisions change nothing.
         if partitions.iter().all(|(_, low, high)| low == high) {
             let started = Instant::now();

@@ -13,9 +13,42 @@ pub mod headers;
 pub mod publisher;
 pub mod topics;
 
-use rdkafka::ClientConfig;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    ClientConfig,
+};
 
 use crate::config::{ExposeSecret, KafkaSettings};
+
+/// Every partition of `topic` with its low and high watermark, as the
+/// broker answers now (readers that assign themselves a whole topic: the
+/// search index feed, `events tail`). An error if the topic has none.
+pub(crate) fn partition_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot read the metadata of {topic}"))?;
+    let mut partitions = Vec::new();
+    for partition in metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+    {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), timeout)
+            .with_context(|| format!("cannot read the offsets of {topic}/{}", partition.id()))?;
+        partitions.push((partition.id(), low, high));
+    }
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist (yet)");
+    Ok(partitions)
+}
 
 /// Settings every client of ours shares, transport security included
 /// (secrets must have been resolved: `Settings::resolve_secrets`). rdkafka's
