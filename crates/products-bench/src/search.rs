@@ -286,31 +286,17 @@ async fn searchable_after_write(svc: &Service) -> Result<(Value, u64)> {
     ))
 }
 
-/// The sum of every series of `name` on the service's /metrics.
+/// The sum of every series of `name`, once the feed has written its gauges
+/// (once a second).
 async fn metric(svc: &Service, name: &str) -> Result<f64> {
-    // The feed writes its gauges once a second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let text = reqwest::get(format!("http://{}/metrics", svc.metrics))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    svc.metric_sum(name).await
 }
 
 /// p50/p99 of `search_index_freshness_seconds` (stored → applied, the
 /// service's own view), from its buckets.
 async fn metric_quantiles(svc: &Service) -> Result<Value> {
-    let text = reqwest::get(format!("http://{}/metrics", svc.metrics))
-        .await?
-        .text()
-        .await?;
+    let text = svc.metrics_text().await?;
     let mut buckets: Vec<(f64, f64)> = text
         .lines()
         .filter_map(|l| l.strip_prefix("search_index_freshness_seconds_bucket{le=\""))

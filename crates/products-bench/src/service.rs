@@ -172,6 +172,28 @@ impl Service {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
     }
 
+    /// The instance's Prometheus exposition.
+    pub async fn metrics_text(&self) -> Result<String> {
+        Ok(reqwest::get(format!("http://{}/metrics", self.metrics))
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// The sum of every series of `name` on the instance's /metrics.
+    pub async fn metric_sum(&self, name: &str) -> Result<f64> {
+        Ok(self
+            .metrics_text()
+            .await?
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Create commands this instance's consumer has settled (applied or found
     /// already applied), from its `kafka_consumed_messages_total`. Polling
     /// this instead of counting documents matters: a count on FerretDB/SQLite
@@ -188,10 +210,7 @@ impl Service {
     /// `kafka_consumed_messages_total` of one topic, by outcome (`applied`,
     /// `duplicate`, `deleted`, `dead_lettered`).
     pub async fn consumed(&self, topic: &str) -> Result<BTreeMap<String, u64>> {
-        let text = reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text().await?;
         let topic_label = format!("topic=\"{topic}\"");
         let mut outcomes = BTreeMap::new();
         for line in text.lines() {
@@ -219,10 +238,7 @@ impl Service {
     /// Count, total and mean of `mongodb_operation_duration_seconds` per
     /// operation, from the service's /metrics.
     pub async fn mongo_operations(&self) -> Result<Value> {
-        let text = reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text().await?;
         let mut ops: Map<String, Value> = Map::new();
         for line in text.lines() {
             for (suffix, key) in [("_sum{", "total_secs"), ("_count{", "count")] {

@@ -33,10 +33,7 @@ pub fn jaeger_query() -> String {
 
 /// `otel_spans_total` by outcome, from the service's /metrics.
 async fn span_counts(svc: &Service) -> Result<Value> {
-    let text = reqwest::get(format!("http://{}/metrics", svc.metrics))
-        .await?
-        .text()
-        .await?;
+    let text = svc.metrics_text().await?;
     let mut counts = json!({});
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("otel_spans_total{outcome=\"") {

@@ -138,6 +138,19 @@ pub async fn status_of(request: reqwest::RequestBuilder) -> reqwest::StatusCode 
     request.send().await.unwrap().status()
 }
 
+/// The sum of every series of `name` in a Prometheus exposition (`name` may
+/// carry labels: `x_total{outcome="invalid"}`); for a histogram, pass
+/// `name_sum` or `name_count`.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A name no other test uses (for databases, topics, key prefixes).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", ObjectId::new().to_hex())

@@ -154,14 +154,7 @@ impl Replica {
     /// The sum of every series of `name` (a counter or gauge), or of
     /// `name_sum` / `name_count` for a histogram.
     pub async fn metric(&self, http: &reqwest::Client, name: &str) -> f64 {
-        let text = self.metrics_text(http).await;
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |sum, value| sum + value)
+        super::metric_sum(&self.metrics_text(http).await, name)
     }
 
     /// The replica's `kafka_consumer_rebalances_total`, all events.

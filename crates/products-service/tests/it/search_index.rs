@@ -23,6 +23,7 @@ use crate::common::{
     eventually,
     grpc::create_req,
     kafka::{produce, producer},
+    metric_sum,
     processes::PrivateKafka,
     products::CATEGORY,
     replica::Replica,
@@ -394,11 +395,10 @@ async fn unreadable_events_are_skipped_and_the_index_keeps_following() {
     let app = spawn_app_with(settings.clone()).await;
     app.wait_search_index_ready().await;
     let invalid = || async {
-        let text = app.metrics_text().await;
-        text.lines()
-            .filter(|l| l.starts_with("search_index_events_total{outcome=\"invalid\"}"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
+        metric_sum(
+            &app.metrics_text().await,
+            "search_index_events_total{outcome=\"invalid\"}",
+        )
     };
     let before = invalid().await;
     // Three records no relay writes: data that is no product, no revision,
