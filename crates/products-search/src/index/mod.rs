@@ -232,10 +232,12 @@ impl<T: Clone> SearchIndex<T> {
     }
 
     fn remember(&mut self, id: &str, rev: u64, slot: Option<u32>) {
-        match self.known.entry(id.into()) {
-            MapEntry::Occupied(mut known) => *known.get_mut() = Known { rev, slot },
-            MapEntry::Vacant(vacant) => {
-                vacant.insert(Known { rev, slot });
+        // Looked up by `&str` first: a product already known (every change
+        // after its create) costs no allocation of its id.
+        match self.known.get_mut(id) {
+            Some(known) => *known = Known { rev, slot },
+            None => {
+                self.known.insert(id.into(), Known { rev, slot });
             }
         }
     }
