@@ -18,10 +18,11 @@ use std::{
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
     error::KafkaError,
     message::{BorrowedMessage, Headers, Message},
-    Offset, TopicPartitionList,
+    types::RDKafkaErrorCode,
+    ClientContext, Offset, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -52,9 +53,26 @@ pub struct IndexFeed {
     repository: Arc<MongoProductRepository>,
 }
 
+/// The feed's librdkafka context. Reaching the end of a partition is how the
+/// feed learns it has read everything, not an error: rdkafka's default
+/// context logs each one at ERROR (thousands a minute on a quiet topic).
+struct FeedContext;
+
+impl ClientContext for FeedContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for FeedContext {}
+
+type FeedConsumer = BaseConsumer<FeedContext>;
+
 /// The reader, the client that asks where partitions end, and each
 /// partition with the offset it starts at.
-type Started = (BaseConsumer, BaseConsumer, Vec<(i32, i64)>);
+type Started = (FeedConsumer, FeedConsumer, Vec<(i32, i64)>);
 
 /// Where every partition ended when the feed asked, and when it asked.
 struct Question {
@@ -219,14 +237,14 @@ impl IndexFeed {
             .set("auto.offset.reset", "earliest")
             // Bounds what librdkafka prefetches (the default is 64 MiB).
             .set("queued.max.messages.kbytes", "8192");
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: FeedConsumer = config
+            .create_with_context(FeedContext)
             .context("cannot create the search index's Kafka consumer")?;
         // Questions go through connections of their own: a broker answers
         // one request per connection at a time, and the reader's fetch
         // waits there up to fetch.wait.max.ms for new events.
-        let asker: BaseConsumer = config
-            .create()
+        let asker: FeedConsumer = config
+            .create_with_context(FeedContext)
             .context("cannot create the search index's Kafka consumer")?;
         let topic = &self.events.topic;
         let partitions = partition_offsets(&consumer, topic, Duration::from_secs(10))?;
@@ -266,7 +284,10 @@ impl IndexFeed {
 
     /// Where each partition ends now (one request per broker); `None` if
     /// the broker does not answer.
-    fn ask(&self, asker: &BaseConsumer, partitions: &[(i32, i64)]) -> Option<Question> {
+    fn ask(&self, asker: &FeedConsumer, partitions: &[(i32, i64)]) -> Option<Question> {
+        // It reads nothing, but its queue collects librdkafka's events
+        // (errors while the broker is away): drained here, logged by context.
+        while asker.poll(Duration::ZERO).is_some() {}
         let asked_at = Instant::now();
         let mut latest = TopicPartitionList::new();
         for (partition, _) in partitions {

@@ -93,6 +93,7 @@ async fn generated_requests_get_declared_answers_and_no_server_errors() {
 async fn a_page_far_past_the_last_is_empty_not_a_server_error() {
     let app = spawn_app().await;
     create_product(&app, &product_body("Far page mug")).await;
+    app.wait_for_search("", 1).await;
     for page in ["9223372036854775806", "9223372036854775807", "2"] {
         let response = app
             .client

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
     ClientConfig,
 };
 
@@ -26,8 +26,8 @@ use crate::config::{ExposeSecret, KafkaSettings};
 /// Every partition of `topic` with its low and high watermark, as the
 /// broker answers now (readers that assign themselves a whole topic: the
 /// search index feed, `events tail`). An error if the topic has none.
-pub(crate) fn partition_offsets(
-    consumer: &BaseConsumer,
+pub(crate) fn partition_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<(i32, i64, i64)>> {
