@@ -62,9 +62,22 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Every record of `topic` from the start to its current end.
+/// Every record of `topic` from the start to its current end. A broker
+/// error is retried for up to 30 s: a topic auto-created by the first
+/// read answers "not leader for partition" until its leader is elected,
+/// and a restarted broker moves leaders.
 pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
-    try_read_all(brokers, topic).unwrap()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_read_all(brokers, topic) {
+            Ok(messages) => return messages,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("reading {topic} again after: {error}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => panic!("reading {topic}: {error}"),
+        }
+    }
 }
 
 /// [`read_all`], with a broker error (a leader moving after a restart)
@@ -134,10 +147,8 @@ pub async fn lag_async(brokers: &str, group: &str, topic: &str) -> Option<i64> {
 pub async fn wait_for_zero_lag(brokers: &str, settings: &Settings) {
     for topic in [&settings.kafka.topics.create, &settings.kafka.topics.update] {
         super::eventually(Duration::from_secs(30), || async {
-            lag_async(brokers, &settings.kafka.group_id, topic)
-                .await
-                .unwrap()
-                == 0
+            // A failed broker request (a leader moving) is "not yet".
+            lag_async(brokers, &settings.kafka.group_id, topic).await == Some(0)
         })
         .await;
     }
