@@ -241,10 +241,17 @@ impl ProductService {
     }
 
     /// Reads one product, from the cache when it has it.
+    ///
+    /// A cache hit is the hot read path: its span is at `debug`, so with the
+    /// default trace filter (`info`) a cached read is the request's span alone.
+    /// Every exported span costs the service ≈ 7 µs and the collector about as
+    /// much again (BENCHMARKS.md, "the cost of tracing"). A miss opens
+    /// `usecase.get_product.read` at `info`, with the database's span below it.
     // `product_id` as a string field: recording the argument itself would
     // format it with Debug, an allocation per read.
     #[tracing::instrument(
         name = "usecase.get_product",
+        level = "debug",
         skip_all,
         fields(product_id = id),
         err(level = "info")
@@ -257,9 +264,20 @@ impl ProductService {
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "cache read failed; reading the database"),
         }
-        match self.read_through(&id).await? {
+        self.get_uncached(&id).await
+    }
+
+    /// [`Self::get`] past the cache: the stored version, put in the cache.
+    /// (Its error is logged once, by `get`.)
+    #[tracing::instrument(
+        name = "usecase.get_product.read",
+        skip_all,
+        fields(product_id = id.as_str())
+    )]
+    async fn get_uncached(&self, id: &ProductId) -> Result<Product, AppError> {
+        match self.read_through(id).await? {
             Some(product) => Ok(product),
-            None => Err(AppError::NotFound(id)),
+            None => Err(AppError::NotFound(id.clone())),
         }
     }
 
