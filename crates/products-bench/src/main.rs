@@ -15,6 +15,7 @@
 //! | `BENCH_SEARCH_WRITE_RATE` / `BENCH_SEARCH_WRITE_SECS` | 1000 / 10 (section `search`: gRPC creates/s and seconds for searchable-after-write) |
 //! | `BENCH_GHZ_BIN` | the pinned ghz in the stack cache (`scripts/ensure-tool.sh ghz`) |
 //! | `BENCH_OTLP_ENDPOINT` / `BENCH_JAEGER_QUERY` | `http://127.0.0.1:4317` / `http://127.0.0.1:16686` (section `tracing`) |
+//! | `BENCH_TRACING_ROUNDS` | 3 (section `tracing`: measured rounds per instance, alternated off/on, `BENCH_DURATION_SECS` split between them) |
 //! | `BENCH_RUST_LOG` | `warn` (the services' `RUST_LOG`) |
 //! | `BENCH_MEMORY_N` / `BENCH_MEMORY_SECS` | 60000 / 30 (maximum-size products queued, seconds watched) |
 //! | `BENCH_WARMUP_SECS` / `BENCH_DURATION_SECS` | 3 / 10 (per load run) |

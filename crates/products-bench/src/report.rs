@@ -351,11 +351,7 @@ fn extras_rows(s: &mut String, r: &Value) {
             t["tracing_on_env"].as_str().unwrap_or("")
         );
         let _ = writeln!(s, "{LOAD_HEADER}");
-        load_rows(
-            s,
-            &Value::Array(vec![t["tracing_off"].clone(), t["tracing_on"].clone()]),
-            true,
-        );
+        load_rows(s, &t["runs"], true);
         let _ = writeln!(s);
         let _ = writeln!(
             s,
