@@ -6,8 +6,10 @@
 //! is empty (a catalog written before events were on), then reads every
 //! partition from the beginning with no consumer group and applies each
 //! event by its `ce_productrev` (older or repeated ones change nothing).
-//! Between events it asks the broker where each partition ends and tells
-//! [`super::SyncStatus`] once it has read past those ends.
+//! Between events it asks the broker which partitions the topic has and
+//! where each ends, starts reading any partition added since (from its
+//! beginning), and tells [`super::SyncStatus`] once it has read past those
+//! ends.
 
 use std::{
     collections::HashMap,
@@ -74,6 +76,9 @@ type FeedConsumer = BaseConsumer<FeedContext>;
 /// partition with the offset it starts at.
 type Started = (FeedConsumer, FeedConsumer, Vec<(i32, i64)>);
 
+/// How long a metadata request may take when asking.
+const METADATA_TIMEOUT: Duration = ASK_TIMEOUT;
+
 /// Where every partition ended when the feed asked, and when it asked.
 struct Question {
     asked_at: Instant,
@@ -139,8 +144,8 @@ impl IndexFeed {
         };
         let (consumer, asker, partitions) = consumer;
         let mut progress = Progress::default();
-        for (partition, start) in &partitions {
-            progress.next.insert(*partition, *start);
+        for (partition, start) in partitions {
+            progress.next.insert(partition, start);
         }
         let mut question: Option<Question> = None;
         let mut last_asked = Instant::now() - ASK_EVERY;
@@ -177,7 +182,13 @@ impl IndexFeed {
             }
             if question.is_none() && last_asked.elapsed() >= ASK_EVERY {
                 last_asked = Instant::now();
-                question = self.ask(&asker, &partitions);
+                question = self.ask(&asker);
+                if let Some(asked) = &question {
+                    if let Err(err) = self.read_added_partitions(&consumer, asked, &mut progress) {
+                        tracing::warn!(error = %err, "reading the events topic's new partitions failed; retrying");
+                        question = None;
+                    }
+                }
                 let behind = question.as_ref().map(|asked| progress.behind(asked));
                 self.index.status().asked(behind);
             }
@@ -282,17 +293,28 @@ impl IndexFeed {
         )))
     }
 
-    /// Where each partition ends now (one request per broker); `None` if
-    /// the broker does not answer.
-    fn ask(&self, asker: &FeedConsumer, partitions: &[(i32, i64)]) -> Option<Question> {
+    /// Which partitions the topic has now and where each ends (a metadata
+    /// request, then one offsets request per broker); `None` if the broker
+    /// does not answer.
+    fn ask(&self, asker: &FeedConsumer) -> Option<Question> {
         // It reads nothing, but its queue collects librdkafka's events
         // (errors while the broker is away): drained here, logged by context.
         while asker.poll(Duration::ZERO).is_some() {}
         let asked_at = Instant::now();
+        let topic = &self.events.topic;
+        let metadata = asker.fetch_metadata(Some(topic), METADATA_TIMEOUT).ok()?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str() && t.error().is_none())?
+            .partitions();
+        if partitions.is_empty() {
+            return None;
+        }
         let mut latest = TopicPartitionList::new();
-        for (partition, _) in partitions {
+        for partition in partitions {
             latest
-                .add_partition_offset(&self.events.topic, *partition, Offset::End)
+                .add_partition_offset(topic, partition.id(), Offset::End)
                 .ok()?;
         }
         let answer = asker.offsets_for_times(latest, ASK_TIMEOUT).ok()?;
@@ -304,6 +326,44 @@ impl IndexFeed {
             }
         }
         Some(Question { asked_at, ends })
+    }
+
+    /// Starts reading, from their beginning, the partitions `asked` names
+    /// that the feed does not read yet: partitions added to the topic while
+    /// it runs (events of products whose key now hashes to them go there).
+    /// The others are assigned again where the feed has read them to.
+    fn read_added_partitions(
+        &self,
+        consumer: &FeedConsumer,
+        asked: &Question,
+        progress: &mut Progress,
+    ) -> Result<(), KafkaError> {
+        let added: Vec<i32> = asked
+            .ends
+            .iter()
+            .map(|(partition, _)| *partition)
+            .filter(|partition| !progress.next.contains_key(partition))
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let topic = &self.events.topic;
+        let mut assignment = TopicPartitionList::new();
+        for (partition, next) in &progress.next {
+            assignment.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        for partition in &added {
+            assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        for partition in &added {
+            progress.next.insert(*partition, 0);
+        }
+        tracing::info!(
+            ?added,
+            "the events topic has new partitions: the search index reads them"
+        );
+        Ok(())
     }
 
     /// Applies one event: a product's state (created, updated) or its

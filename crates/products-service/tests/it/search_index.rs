@@ -2,8 +2,9 @@
 //! stack: changes are searchable within the freshness bound, the index
 //! answers as the database does (literal, case insensitive, Unicode simple
 //! folding), a restarted replica rebuilds the same index, two replicas agree
-//! after a burst of writes, and search keeps answering through a broker
-//! outage while `/ready` says the index is stale.
+//! after a burst of writes, search keeps answering through a broker
+//! outage while `/ready` says the index is stale, and partitions added to
+//! the events topic are read without a restart.
 
 use std::time::{Duration, Instant};
 
@@ -437,6 +438,100 @@ async fn unreadable_events_are_skipped_and_the_index_keeps_following() {
         invalid().await >= before + 3.0
     })
     .await;
+    app.wait_search_index_ready().await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_to_the_events_topic_are_read_without_a_restart() {
+    use rdkafka::{
+        admin::{AdminClient, AdminOptions, NewPartitions},
+        client::DefaultClientContext,
+        message::{Header, Headers, Message, OwnedHeaders},
+        producer::FutureRecord,
+        ClientConfig,
+    };
+
+    let settings = test_settings();
+    let app = spawn_app_with(settings.clone()).await;
+    app.wait_search_index_ready().await;
+    let topic = settings.events.topic.clone();
+    let tag = unique("moved").replace('_', "");
+    let mut grpc = app.grpc_client().await;
+    let id = create(&mut grpc, product(&format!("{tag} before"), "one")).await;
+    app.wait_for_search(&format!("search={tag}%20before"), 1)
+        .await;
+
+    // The product's event as the relay wrote it: its state and headers.
+    let event = crate::common::kafka::read_all_async(KAFKA, &topic)
+        .await
+        .into_iter()
+        .find(|m| m.key() == Some(id.as_bytes()))
+        .expect("the create's event");
+    let rev: u64 = std::str::from_utf8(
+        crate::common::kafka::header(&event, "ce_productrev").expect("ce_productrev"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+
+    // Two more partitions, while the service runs.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", KAFKA)
+        .create()
+        .unwrap();
+    let total = usize::try_from(settings.events.partitions).unwrap() + 2;
+    let results = admin
+        .create_partitions(
+            &[NewPartitions::new(&topic, total)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // The product's next change lands on a new partition (as a key can
+    // after the partition count changes): the index must read it.
+    let mut state: Value = serde_json::from_slice(event.payload().unwrap()).unwrap();
+    state["name"] = Value::from(format!("{tag} after"));
+    let payload = serde_json::to_vec(&state).unwrap();
+    let next_rev = (rev + 1).to_string();
+    let mut headers = OwnedHeaders::new();
+    for h in event.headers().unwrap().iter() {
+        let value = if h.key == "ce_productrev" {
+            Some(next_rev.as_bytes())
+        } else {
+            h.value
+        };
+        headers = headers.insert(Header { key: h.key, value });
+    }
+    let new_partition = i32::try_from(total).unwrap() - 1;
+    producer(KAFKA)
+        .send(
+            FutureRecord::to(&topic)
+                .partition(new_partition)
+                .key(id.as_str())
+                .payload(&payload)
+                .headers(headers),
+            Duration::from_secs(15),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+
+    // Read at the feed's next question (one a second), not at a restart.
+    app.wait_for_search(&format!("search={tag}%20after"), 1)
+        .await;
+    let before: Value = app
+        .search_products(&format!("search={tag}%20before"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        before["totalCount"], 0,
+        "the older state is replaced: {before}"
+    );
     app.wait_search_index_ready().await;
     app.stop().await.unwrap();
 }
