@@ -3,7 +3,8 @@
 //! signature of Nagle's algorithm meeting delayed ACKs, ~40 ms) and at
 //! concurrency 64 multiplexed on ONE connection (as ghz, grpcurl and most
 //! clients use a channel), against the cached REST GET at 64 on the same
-//! instance in the same run.
+//! instance in the same run. The `search` section uses [`search_runs`] for
+//! `Search` the same way.
 //!
 //! ghz is installed pinned by `scripts/ensure-tool.sh ghz` into the stack's
 //! cache (`make bench` does it); `BENCH_GHZ_BIN` overrides the path.
@@ -11,6 +12,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
+use products_service::api::grpc::pb::{GetByIdReq, SearchReq};
 use serde_json::{json, Value};
 
 use crate::{load, profile, round, service::Service, Opts};
@@ -47,8 +49,25 @@ pub struct Ghz {
     pub statuses: Value,
 }
 
+/// The RPCs the bench drives with ghz.
+#[derive(Clone, Copy)]
+pub enum Call {
+    GetById,
+    Search,
+}
+
+impl Call {
+    fn method(self) -> &'static str {
+        match self {
+            Call::GetById => "GetByID",
+            Call::Search => "Search",
+        }
+    }
+}
+
 fn ghz_args(
     svc: &Service,
+    call: Call,
     data_file: &str,
     c: usize,
     connections: usize,
@@ -61,7 +80,7 @@ fn ghz_args(
         "--import-paths".into(),
         "proto".into(),
         "--call".into(),
-        "productsService.ProductsService.GetByID".into(),
+        format!("productsService.ProductsService.{}", call.method()),
         // The requests as serialized protobuf, taken in turn: no JSON to
         // convert and no template to render per call. With JSON data and
         // templates ghz itself used ~100 µs of CPU per call, twice the
@@ -150,41 +169,30 @@ fn ghz_json(name: &str, c: usize, connections: usize, g: &Ghz, cpu: Value) -> Va
     })
 }
 
-/// `GetByIDReq { ProductID = id }` for each id, serialized and each prefixed
-/// with its length (a varint), as ghz's `--binary-file` takes several messages.
-fn get_by_id_requests(ids: &[String]) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, mut n: usize) {
-        while n >= 0x80 {
-            out.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
-    let mut out = Vec::new();
-    for id in ids {
-        let mut message = vec![0x0a]; // field 1, length-delimited
-        varint(&mut message, id.len());
-        message.extend_from_slice(id.as_bytes());
-        varint(&mut out, message.len());
-        out.extend_from_slice(&message);
-    }
-    out
+/// Requests for ghz's `--binary-file`: each message serialized and
+/// prefixed with its length, as ghz takes several messages (in turn).
+fn binary_requests<M: prost::Message>(messages: impl IntoIterator<Item = M>) -> Vec<u8> {
+    messages
+        .into_iter()
+        .flat_map(|m| m.encode_length_delimited_to_vec())
+        .collect()
 }
 
 /// Warm-up (discarded), then the measured run, with the CPU it cost.
 async fn ghz_run(
     opts: &Opts,
     svc: &Service,
+    call: Call,
     data: &str,
     c: usize,
     conns: usize,
 ) -> Result<(Ghz, Value)> {
     if !opts.warmup.is_zero() {
-        ghz(ghz_args(svc, data, c, conns, opts.warmup.as_secs())).await?;
+        ghz(ghz_args(svc, call, data, c, conns, opts.warmup.as_secs())).await?;
     }
-    let perf = profile::perf_record(opts, svc, &format!("ghz-c{c}"));
+    let perf = profile::perf_record(opts, svc, &format!("ghz-{}-c{c}", call.method()));
     let cpu = profile::CpuWindow::start(svc);
-    let g = ghz(ghz_args(svc, data, c, conns, opts.duration.as_secs())).await?;
+    let g = ghz(ghz_args(svc, call, data, c, conns, opts.duration.as_secs())).await?;
     let cpu = cpu.stop(svc, g.count);
     profile::perf_wait(perf).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -199,14 +207,14 @@ pub async fn run(
     ids: &[String],
     get_script: &std::path::Path,
 ) -> Result<Value> {
-    if !ghz_bin().exists() {
-        bail!(
-            "missing: ghz ({}) — install with: scripts/ensure-tool.sh ghz",
-            ghz_bin().display()
-        );
-    }
+    require_ghz()?;
     let data = opts.work_dir.join("ghz-ids.bin");
-    std::fs::write(&data, get_by_id_requests(ids))?;
+    std::fs::write(
+        &data,
+        binary_requests(ids.iter().map(|id| GetByIdReq {
+            product_id: id.clone(),
+        })),
+    )?;
     let data = data.display().to_string();
 
     let url = format!("http://{}", svc.http);
@@ -235,12 +243,12 @@ pub async fn run(
     .await?;
     rest["cpu"] = cpu.stop(svc, rest["requests"].as_u64().unwrap_or(0));
     profile::perf_wait(perf).await;
-    let (c1, c1_cpu) = ghz_run(opts, svc, &data, 1, 1).await?;
+    let (c1, c1_cpu) = ghz_run(opts, svc, Call::GetById, &data, 1, 1).await?;
     eprintln!(
         "{:>13} c=1   {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
         "ghz GetByID", c1.rps, c1.p50_ms, c1.p99_ms, c1.errors
     );
-    let (c64, c64_cpu) = ghz_run(opts, svc, &data, HIGH, 1).await?;
+    let (c64, c64_cpu) = ghz_run(opts, svc, Call::GetById, &data, HIGH, 1).await?;
     eprintln!(
         "{:>13} c={HIGH:<3} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {} (one connection)",
         "ghz GetByID", c64.rps, c64.p50_ms, c64.p99_ms, c64.errors
@@ -257,4 +265,45 @@ pub async fn run(
         "ghz": [ghz_json("GetByID", 1, 1, &c1, c1_cpu), ghz_json("GetByID", HIGH, 1, &c64, c64_cpu)],
         "ghz_version": GHZ_VERSION,
     }))
+}
+
+fn require_ghz() -> Result<()> {
+    if !ghz_bin().exists() {
+        bail!(
+            "missing: ghz ({}) — install with: scripts/ensure-tool.sh ghz",
+            ghz_bin().display()
+        );
+    }
+    Ok(())
+}
+
+/// ghz `Search` of `query` (page 1, size 10) on one connection, at each
+/// concurrency in `concurrency`: one JSON run each, for the search section.
+pub async fn search_runs(
+    opts: &Opts,
+    svc: &Service,
+    query: &str,
+    concurrency: &[usize],
+) -> Result<Vec<Value>> {
+    require_ghz()?;
+    let data = opts.work_dir.join("ghz-search.bin");
+    std::fs::write(
+        &data,
+        binary_requests([SearchReq {
+            search: query.to_owned(),
+            page: 1,
+            size: 10,
+        }]),
+    )?;
+    let data = data.display().to_string();
+    let mut runs = Vec::new();
+    for &c in concurrency {
+        let (g, cpu) = ghz_run(opts, svc, Call::Search, &data, c, 1).await?;
+        eprintln!(
+            "{:>13} c={c:<3} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  errors {} (one connection)",
+            "ghz Search", g.rps, g.p50_ms, g.p99_ms, g.errors
+        );
+        runs.push(ghz_json("ghz Search", c, 1, &g, cpu));
+    }
+    Ok(runs)
 }

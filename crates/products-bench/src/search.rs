@@ -115,6 +115,8 @@ pub async fn run(opts: &Opts, names: &Names, ids: &[ObjectId]) -> Result<Value> 
     for c in [1, top] {
         runs.push(load::grpc_run(opts, &svc, load::GrpcKind::Search, c, grpc_ids.clone()).await?);
     }
+    // The same with ghz, the client users reach for (one connection).
+    runs.extend(crate::grpc_ghz::search_runs(opts, &svc, QUERY, &[1, top]).await?);
     errors += runs
         .iter()
         .filter_map(|r| r["errors"].as_u64())
