@@ -76,9 +76,6 @@ type FeedConsumer = BaseConsumer<FeedContext>;
 /// partition with the offset it starts at.
 type Started = (FeedConsumer, FeedConsumer, Vec<(i32, i64)>);
 
-/// How long a metadata request may take when asking.
-const METADATA_TIMEOUT: Duration = ASK_TIMEOUT;
-
 /// Where every partition ended when the feed asked, and when it asked.
 struct Question {
     asked_at: Instant,
@@ -302,7 +299,7 @@ impl IndexFeed {
         while asker.poll(Duration::ZERO).is_some() {}
         let asked_at = Instant::now();
         let topic = &self.events.topic;
-        let metadata = asker.fetch_metadata(Some(topic), METADATA_TIMEOUT).ok()?;
+        let metadata = asker.fetch_metadata(Some(topic), ASK_TIMEOUT).ok()?;
         let partitions = metadata
             .topics()
             .iter()

@@ -43,6 +43,16 @@ pub async fn produce(
     if let Some(key) = key {
         record = record.key(key);
     }
+    send(producer, record).await
+}
+
+/// Sends `record` as built by the caller (a partition of its choice, headers
+/// copied from another record…); where it was stored.
+pub async fn send<K, P>(producer: &FutureProducer, record: FutureRecord<'_, K, P>) -> (i32, i64)
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     let delivery = producer
         .send(record, Duration::from_secs(15))
         .await

@@ -511,17 +511,14 @@ async fn dead_letter_of_create(settings: &Settings, id: &str, name: &str) {
             value: Some(&b"products_service::RetriesExhausted"[..]),
         });
     let payload = kafka_create_payload(id, name);
-    producer(KAFKA)
-        .send(
-            FutureRecord::to(&topics.dead_letter)
-                .key(id)
-                .payload(&payload)
-                .headers(headers),
-            Duration::from_secs(15),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    crate::common::kafka::send(
+        &producer(KAFKA),
+        FutureRecord::to(&topics.dead_letter)
+            .key(id)
+            .payload(&payload)
+            .headers(headers),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -506,18 +506,15 @@ async fn partitions_added_to_the_events_topic_are_read_without_a_restart() {
         headers = headers.insert(Header { key: h.key, value });
     }
     let new_partition = i32::try_from(total).unwrap() - 1;
-    producer(KAFKA)
-        .send(
-            FutureRecord::to(&topic)
-                .partition(new_partition)
-                .key(id.as_str())
-                .payload(&payload)
-                .headers(headers),
-            Duration::from_secs(15),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
+    crate::common::kafka::send(
+        &producer(KAFKA),
+        FutureRecord::to(&topic)
+            .partition(new_partition)
+            .key(id.as_str())
+            .payload(&payload)
+            .headers(headers),
+    )
+    .await;
 
     // Read at the feed's next question (one a second), not at a restart.
     app.wait_for_search(&format!("search={tag}%20after"), 1)
